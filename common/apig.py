@@ -1,0 +1,171 @@
+"""APIG events in, APIG responses out.
+
+APIG hands a function ``{"httpMethod", "path", "headers", "queryStringParameters",
+"pathParameters", "body", "isBase64Encoded", "requestContext"}`` and wants back exactly
+``{"statusCode": int, "headers": map, "body": str, "isBase64Encoded": bool}`` (anything else
+becomes a 500 at the gateway). See shared/reference/functiongraph.md, section 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
+
+from .errors import BadRequest
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Device-Token",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+}
+
+
+def _first(value: object) -> str | None:
+    """Query values may arrive as lists (repeated keys); the first one wins."""
+    if isinstance(value, list):
+        return str(value[0]) if value else None
+    return None if value is None else str(value)
+
+
+@dataclass
+class ApigRequest:
+    """A typed view of an APIG event."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    path_params: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    request_id: str = ""
+
+    @classmethod
+    def from_event(cls, event: dict) -> ApigRequest:
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        query = {}
+        for key, value in (event.get("queryStringParameters") or {}).items():
+            first = _first(value)
+            if first is not None:
+                query[str(key)] = first
+        path_params = {
+            str(k): unquote(str(v)) for k, v in (event.get("pathParameters") or {}).items() if k
+        }
+        context = event.get("requestContext") or {}
+        return cls(
+            method=str(event.get("httpMethod") or "GET").upper(),
+            path=str(event.get("path") or "/"),
+            headers=headers,
+            query=query,
+            path_params=path_params,
+            body=_decode_body(event.get("body"), bool(event.get("isBase64Encoded"))),
+            request_id=str(context.get("requestId") or ""),
+        )
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def json(self) -> object:
+        """The body parsed as JSON, or a 400 that says what is wrong with it."""
+        if not self.body.strip():
+            raise BadRequest("Request body is empty; send a JSON object")
+        try:
+            return json.loads(self.body)
+        except UnicodeDecodeError:
+            raise BadRequest("Request body is not UTF-8 text") from None
+        except ValueError as error:
+            raise BadRequest(f"Request body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise BadRequest("Request body is nested too deeply") from None
+
+    def form(self) -> dict[str, str]:
+        """A form-encoded body as a dict (the last of repeated fields wins)."""
+        try:
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("Form body is not UTF-8 text") from None
+        return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _decode_body(raw: object, is_base64: bool) -> bytes:
+    """APIG sends base64 by default; some templates set the flag over plain text, so fall back."""
+    if raw is None:
+        return b""
+    if not isinstance(raw, str):
+        raw = json.dumps(raw)
+    if is_base64 and raw:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return raw.encode("utf-8")
+
+
+@dataclass
+class Response:
+    status: int
+    body: str | bytes = ""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_apig(self) -> dict:
+        headers = {"Content-Type": self.content_type, **CORS_HEADERS, **self.headers}
+        if isinstance(self.body, bytes):
+            return {
+                "statusCode": self.status,
+                "headers": headers,
+                "body": base64.b64encode(self.body).decode("ascii"),
+                "isBase64Encoded": True,
+            }
+        return {
+            "statusCode": self.status,
+            "headers": headers,
+            "body": self.body,
+            "isBase64Encoded": False,
+        }
+
+
+def json_response(payload: object, status: int = 200) -> Response:
+    return Response(status=status, body=json.dumps(payload))
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+def response_body(response: dict) -> bytes:
+    """The bytes an APIG response dict carries (used by the shim and the tests)."""
+    body = response.get("body") or ""
+    if response.get("isBase64Encoded"):
+        return base64.b64decode(body)
+    return body.encode("utf-8")
+
+
+def build_event(
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    body: bytes = b"",
+    path_params: dict[str, str] | None = None,
+) -> dict:
+    """An APIG event as the gateway sends it: lower-cased headers and a base64 body."""
+    return {
+        "httpMethod": method.upper(),
+        "path": path,
+        "headers": {k.lower(): v for k, v in (headers or {}).items()},
+        "queryStringParameters": dict(query or {}),
+        "pathParameters": dict(path_params or {}),
+        "body": base64.b64encode(body).decode("ascii"),
+        "isBase64Encoded": True,
+        "requestContext": {
+            "apiId": "local",
+            "requestId": uuid.uuid4().hex,
+            "stage": "RELEASE",
+        },
+    }

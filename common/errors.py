@@ -1,0 +1,47 @@
+"""Errors as types: each carries the HTTP status and a message a person can act on."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error the API reports to its caller as ``{"error": message}`` with ``status``."""
+
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency (Kafka, PostgreSQL, Redis) cannot be reached; the caller may retry."""
+
+    status = 503
+
+
+class ValidationError(BadRequest):
+    """A reading (or a request body) is not acceptable."""

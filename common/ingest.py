@@ -1,0 +1,62 @@
+"""Ingest: validate readings and queue them in Kafka; answer only after the broker acknowledged."""
+
+from __future__ import annotations
+
+from .apig import ApigRequest
+from .errors import PayloadTooLarge, UnsupportedMediaType
+from .readings import parse_bulk, parse_reading, utc_now
+from .runtime import current
+
+MAX_BODY_BYTES = 256 * 1024  # 100 readings take about 10 KiB
+
+JSON_TYPES = {"application/json", "text/json"}
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _check_size(request: ApigRequest) -> None:
+    if len(request.body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES // 1024} KiB")
+
+
+def _is_json(request: ApigRequest) -> bool:
+    kind = request.content_type
+    return not kind or kind in JSON_TYPES or kind.endswith("+json")
+
+
+def _single_body(request: ApigRequest) -> object:
+    """JSON, or form fields as the original service accepted them."""
+    _check_size(request)
+    if _is_json(request):
+        return request.json()
+    if request.content_type == FORM_TYPE:
+        # `curl -d '{...}'` sends JSON labelled as a form; read it as the JSON it is.
+        if request.body.lstrip().startswith(b"{"):
+            return request.json()
+        return request.form()
+    raise UnsupportedMediaType(
+        f"Content-Type {request.content_type} is not supported; send application/json "
+        f"or {FORM_TYPE}"
+    )
+
+
+def submit_reading(request: ApigRequest) -> dict:
+    """POST /api/device/data"""
+    reading = parse_reading(_single_body(request), utc_now())
+    current().producer.send([reading])
+    return {"message": "Device data submitted successfully", **reading.to_dict()}
+
+
+def submit_bulk(request: ApigRequest) -> dict:
+    """POST /api/device/data/bulk: every reading is validated before any is queued."""
+    _check_size(request)
+    if not _is_json(request):
+        raise UnsupportedMediaType(
+            f"Content-Type {request.content_type} is not supported; send application/json"
+        )
+    readings = parse_bulk(request.json(), utc_now())
+    current().producer.send(readings)
+    return {
+        "message": "Bulk data submitted successfully",
+        "processed_count": len(readings),
+        "readings": [reading.to_dict() for reading in readings],
+    }

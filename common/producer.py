@@ -1,0 +1,75 @@
+"""Kafka producer for accepted readings: created once per process, reused across invocations.
+
+Each accepted request becomes one message (see readings.encode_message), keyed by device, sent with
+``acks=all``; ingest answers only after the broker acknowledged it. The producer's own delivery
+timeout is the wait bound, so a message that was not acknowledged in time is also given up by the
+producer rather than written later behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from .errors import ServiceUnavailable
+from .readings import Reading, encode_message
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "The message queue is unavailable; nothing was queued, retry shortly"
+
+
+class ReadingProducer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> KafkaProducer:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    timeout = max(1000, self.settings.kafka_timeout_ms)
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
+                        acks="all",
+                        linger_ms=2,
+                        compression_type=None,
+                        max_block_ms=timeout,
+                        request_timeout_ms=timeout - 10,
+                        delivery_timeout_ms=timeout,
+                        bootstrap_timeout_ms=timeout,
+                        client_id="iot-ingest",
+                    )
+        return self._producer
+
+    def send(self, readings: Sequence[Reading]) -> None:
+        """Queue one request's readings as one message; raise ServiceUnavailable unless acknowledged."""
+        if not readings:
+            return
+        try:
+            future = self._client().send(
+                self.settings.kafka_topic,
+                key=readings[0].device_id.encode(),
+                value=encode_message(list(readings)),
+            )
+            future.get(timeout=self.settings.kafka_timeout_ms / 1000 + 1)
+        except KafkaError as error:
+            log.warning("Kafka write failed: %r", error)
+            raise ServiceUnavailable(UNAVAILABLE) from error
+
+    def ping(self) -> None:
+        try:
+            self._client().partitions_for(self.settings.kafka_topic)
+        except KafkaError as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=2)
+            self._producer = None

@@ -1,0 +1,128 @@
+"""Queries: devices, latest values, history, health and the demo-only delete-all."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import redis
+
+from .apig import ApigRequest
+from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from .readings import format_timestamp, parse_device_id, parse_metric_type
+from .runtime import Runtime, current
+from .store import LatestValue
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
+
+
+def latest_values(runtime: Runtime, device_id: str | None = None) -> list[LatestValue]:
+    """From Redis when it is up (rebuilding it from PostgreSQL if needed), else from PostgreSQL."""
+    cache, store = runtime.cache, runtime.store
+    try:
+        if not cache.is_ready():
+            cache.rebuild(store.latest())
+        values = cache.latest(device_id) if device_id is not None else cache.all_latest()
+    except redis.RedisError as error:
+        log.warning("Redis unavailable, reading latest values from PostgreSQL: %s", error)
+        return store.latest(device_id)
+    if device_id is not None and not values:
+        # Not cached is not proof of absence (a missed cache write); PostgreSQL decides.
+        return store.latest(device_id)
+    return values
+
+
+def _metrics(values: Sequence[LatestValue]) -> dict:
+    return {v.metric_type: {"value": v.value, "timestamp": format_timestamp(v.timestamp)} for v in values}
+
+
+def _last_updated(values: Sequence[LatestValue]) -> str | None:
+    return format_timestamp(max(v.timestamp for v in values)) if values else None
+
+
+def list_devices(request: ApigRequest) -> dict:
+    """GET /api/devices"""
+    by_device: dict[str, list[LatestValue]] = {}
+    for value in latest_values(current()):
+        by_device.setdefault(value.device_id, []).append(value)
+    return {
+        "devices": [
+            {"device_id": device_id, "metrics": _metrics(values), "last_updated": _last_updated(values)}
+            for device_id, values in sorted(by_device.items())
+        ]
+    }
+
+
+def _device_id(raw: str) -> str:
+    try:
+        return parse_device_id(raw)
+    except BadRequest:
+        raise NotFound("Device not found") from None
+
+
+def device_latest(request: ApigRequest, device_id: str) -> dict:
+    """GET /api/device/{device_id}/latest"""
+    device_id = _device_id(device_id)
+    values = latest_values(current(), device_id)
+    if not values:
+        raise NotFound("Device not found")
+    return {
+        "device_id": device_id,
+        "data": [
+            {"metric_type": v.metric_type, "value": v.value, "timestamp": format_timestamp(v.timestamp)}
+            for v in values
+        ],
+        "metrics": _metrics(values),
+        "last_updated": _last_updated(values),
+    }
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return DEFAULT_HISTORY_LIMIT
+    try:
+        limit = int(raw.strip())
+    except ValueError:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}, not {raw[:20]!r}") from None
+    if limit < 1:
+        raise BadRequest(f"limit must be at least 1 (at most {MAX_HISTORY_LIMIT} are returned)")
+    return min(limit, MAX_HISTORY_LIMIT)
+
+
+def device_history(request: ApigRequest, device_id: str) -> dict:
+    """GET /api/device/{device_id}/history?metric_type=&limit= (newest first)"""
+    device_id = _device_id(device_id)
+    raw_metric = request.query.get("metric_type")
+    metric = parse_metric_type(raw_metric) if raw_metric not in (None, "") else None
+    limit = parse_limit(request.query.get("limit"))
+    rows = current().store.history(device_id, metric, limit)
+    return {
+        "device_id": device_id,
+        "metric_type": metric.value if metric else None,
+        "data": [
+            {"metric_type": kind, "value": value, "timestamp": format_timestamp(moment)}
+            for kind, value, moment in rows
+        ],
+    }
+
+
+def delete_all(request: ApigRequest) -> dict:
+    """POST /api/delete-all (demo only): clears the database and the cache."""
+    runtime = current()
+    if not runtime.settings.demo_mode:
+        raise Forbidden("delete-all is disabled; it works only when DEMO_MODE=true")
+    try:
+        runtime.cache.clear()
+    except redis.RedisError as error:
+        log.warning("Redis unavailable during delete-all: %s", error)
+        raise ServiceUnavailable("The cache is unavailable; nothing was deleted, try again shortly") from error
+    runtime.store.delete_all()
+    return {"message": "All device data deleted successfully"}
+
+
+def health(request: ApigRequest) -> dict:
+    """GET /health: liveness only, touches no dependency."""
+    return {"status": "healthy"}

@@ -1,0 +1,219 @@
+"""What a reading is, how one is validated, and how readings travel through Kafka.
+
+Validation lives here once: ingest uses it before queuing, the consumer uses it again on every
+Kafka message (a message can come from anything that can write to the topic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+
+from .errors import ValidationError
+
+MAX_BULK_READINGS = 100
+MAX_DEVICE_ID_LENGTH = 128
+# A device clock a little ahead is normal; a reading from next year is a broken clock.
+MAX_FUTURE_SKEW = timedelta(days=1)
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
+
+
+class MetricType(str, Enum):
+    TEMPERATURE = "temperature"
+    HUMIDITY = "humidity"
+    PRESSURE = "pressure"
+    VOLTAGE = "voltage"
+    CURRENT = "current"
+    POWER = "power"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [member.value for member in cls]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device_id: str
+    metric_type: MetricType
+    value: float
+    timestamp: datetime  # always timezone-aware UTC
+
+    def to_dict(self) -> dict:
+        """The reading as the API shows it (and as it travels in Kafka messages)."""
+        return {
+            "device_id": self.device_id,
+            "metric_type": self.metric_type.value,
+            "value": self.value,
+            "timestamp": format_timestamp(self.timestamp),
+        }
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Timezone-aware ISO-8601 in UTC, e.g. ``2024-05-01T12:00:00+00:00``."""
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_device_id(raw: object) -> str:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise ValidationError("device_id is required")
+    if not isinstance(raw, str):
+        raise ValidationError("device_id must be a string")
+    device_id = raw.strip()
+    if len(device_id) > MAX_DEVICE_ID_LENGTH:
+        raise ValidationError(f"device_id must be at most {MAX_DEVICE_ID_LENGTH} characters")
+    if not _DEVICE_ID.fullmatch(device_id):
+        raise ValidationError(
+            "device_id may contain only letters, digits and _ . : @ - and must start with a letter or digit"
+        )
+    return device_id
+
+
+def parse_metric_type(raw: object) -> MetricType:
+    allowed = ", ".join(MetricType.names())
+    if raw is None or raw == "":
+        raise ValidationError(f"metric_type is required (one of: {allowed})")
+    if not isinstance(raw, str):
+        raise ValidationError(f"metric_type must be a string, one of: {allowed}")
+    try:
+        return MetricType(raw.strip().lower())
+    except ValueError:
+        raise ValidationError(f"Unknown metric_type {raw[:40]!r}; use one of: {allowed}") from None
+
+
+def parse_value(raw: object) -> float:
+    if raw is None or raw == "":
+        raise ValidationError("value is required")
+    if isinstance(raw, bool):
+        raise ValidationError("value must be a number, not true or false")
+    if isinstance(raw, (int, float)):
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer too large for a double
+            value = math.inf
+    elif isinstance(raw, str):
+        # Form-encoded readings always arrive as text; the original service accepted "21.5" too.
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValidationError(f"value must be a number, not {raw[:40]!r}") from None
+    else:
+        raise ValidationError("value must be a number")
+    if not math.isfinite(value):
+        raise ValidationError("value must be a finite number (not NaN or Infinity)")
+    return value
+
+
+def parse_timestamp(raw: object, received_at: datetime) -> datetime:
+    """ISO-8601 text; a naive time means UTC; absent means the time the API received the reading."""
+    if raw is None or raw == "":
+        return received_at
+    if not isinstance(raw, str):
+        raise ValidationError("timestamp must be an ISO-8601 string such as 2024-05-01T12:00:00Z")
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValidationError(
+            f"timestamp {raw[:40]!r} is not ISO-8601; use e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    if moment < EARLIEST_TIMESTAMP:
+        raise ValidationError("timestamp must not be before 1970-01-01")
+    if moment > received_at + MAX_FUTURE_SKEW:
+        raise ValidationError("timestamp is more than a day in the future; check the device clock")
+    return moment
+
+
+def parse_reading(data: object, received_at: datetime | None = None) -> Reading:
+    """Validate one reading given as a mapping; raise ValidationError naming the problem."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("a reading must be a JSON object with device_id, metric_type and value")
+    received_at = received_at or utc_now()
+    return Reading(
+        device_id=parse_device_id(data.get("device_id")),
+        metric_type=parse_metric_type(data.get("metric_type")),
+        value=parse_value(data.get("value")),
+        timestamp=parse_timestamp(data.get("timestamp"), received_at),
+    )
+
+
+def parse_bulk(body: object, received_at: datetime | None = None) -> list[Reading]:
+    """Validate a bulk body ``{"readings": [...]}``: every reading, before any is queued."""
+    if not isinstance(body, Mapping) or "readings" not in body:
+        raise ValidationError('Request body must be a JSON object with a "readings" list')
+    items = body["readings"]
+    if not isinstance(items, list):
+        raise ValidationError('"readings" must be a list of readings')
+    if not items:
+        raise ValidationError('"readings" is empty; send 1 to 100 readings')
+    if len(items) > MAX_BULK_READINGS:
+        raise ValidationError(
+            f'"readings" has {len(items)} readings; send at most {MAX_BULK_READINGS} per request'
+        )
+    received_at = received_at or utc_now()
+    readings = []
+    for index, item in enumerate(items):
+        try:
+            readings.append(parse_reading(item, received_at))
+        except ValidationError as error:
+            raise ValidationError(f"Reading {index}: {error.message}") from None
+    return readings
+
+
+# --- Kafka messages -------------------------------------------------------------------------
+# One message per accepted request: the broker acknowledges it whole or not at all, so a request is
+# never half queued. The consumer also accepts a bare reading object (one reading per message).
+
+
+def encode_message(readings: list[Reading]) -> bytes:
+    return json.dumps(
+        {"readings": [reading.to_dict() for reading in readings]}, separators=(",", ":")
+    ).encode()
+
+
+class MessageError(ValueError):
+    """A Kafka message that cannot be (entirely) read as readings; ``reason`` says why."""
+
+    def __init__(self, reason: str, readings: list[Reading] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.readings = readings or []
+
+
+def decode_message(raw: str) -> list[Reading]:
+    """Readings of one Kafka message.
+
+    Raises MessageError when the message is not JSON or has an invalid reading; the error still
+    carries the valid readings of a multi-reading message so they are not lost with the bad one.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError) as error:
+        raise MessageError(f"not JSON: {error}") from None
+    items = data.get("readings") if isinstance(data, dict) and "readings" in data else [data]
+    if not isinstance(items, list) or not items:
+        raise MessageError('"readings" must be a non-empty list')
+    received_at = utc_now()
+    readings, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, Mapping) or item.get("timestamp") in (None, ""):
+                raise ValidationError("a queued reading must carry its timestamp")
+            readings.append(parse_reading(item, received_at))
+        except ValidationError as error:
+            problems.append(f"Reading {index}: {error.message}")
+    if problems:
+        raise MessageError("; ".join(problems), readings)
+    return readings

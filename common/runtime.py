@@ -1,0 +1,77 @@
+"""The process-wide runtime: settings and the clients built from them.
+
+Clients are created lazily on first use (or warmed in the FunctionGraph initializer) and then
+reused across invocations; nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+
+from .cache import LatestCache
+from .producer import ReadingProducer
+from .settings import Settings
+from .store import ReadingStore
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @cached_property
+    def store(self) -> ReadingStore:
+        return ReadingStore(self.settings)
+
+    @cached_property
+    def cache(self) -> LatestCache:
+        return LatestCache(self.settings)
+
+    @cached_property
+    def producer(self) -> ReadingProducer:
+        return ReadingProducer(self.settings)
+
+    def close(self) -> None:
+        for name in ("store", "cache", "producer"):
+            client = self.__dict__.pop(name, None)
+            if client is not None:
+                client.close()
+
+
+_current: Runtime | None = None
+_lock = threading.RLock()
+
+
+def initialize(context: object = None, settings: Settings | None = None) -> Runtime:
+    """Build the runtime from a FunctionGraph context (or the environment); replaces any old one."""
+    global _current
+    if settings is None:
+        settings = Settings.from_context(context) if context is not None else Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with _lock:
+        if _current is not None:
+            _current.close()
+        _current = Runtime(settings)
+    return _current
+
+
+def current() -> Runtime:
+    """The runtime of this process, created from the environment on first use."""
+    if _current is None:
+        with _lock:
+            if _current is None:
+                return initialize()
+    return _current
+
+
+def reset() -> None:
+    """Close every client and forget the runtime (tests, and re-reading changed settings)."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.close()
+        _current = None

@@ -1,0 +1,107 @@
+"""One settings object, read once from the environment.
+
+Names follow the original service's `.env` (`DB_HOST`, `REDIS_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, ...).
+In FunctionGraph the same names are set as the function's `user_data`; the initializer passes
+`context.getUserData` in as ``lookup`` because whether user data is also exported to `os.environ`
+is not confirmed (see shared/reference/functiongraph.md, 1.3).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+Lookup = Callable[[str], "str | None"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+def _as_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _as_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the service reads; each field maps to the upper-cased environment name."""
+
+    db_host: str = "127.0.0.1"
+    db_port: int = 5432
+    db_name: str = "iot"
+    db_user: str = "iot"
+    db_password: str = "iot"
+    db_pool_size: int = 4
+
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_password: str = ""
+    redis_db: int = 0
+    redis_key_prefix: str = "iot:"
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "device-metrics"
+    # How long ingest waits for the broker before answering 503.
+    kafka_timeout_ms: int = 5000
+
+    # Timeouts in seconds for connecting to PostgreSQL and Redis: a dead dependency means a quick 503.
+    connect_timeout: int = 3
+
+    # Demo mode enables POST /api/delete-all.
+    demo_mode: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_lookup(cls, lookup: Lookup) -> Settings:
+        """Build settings from any name -> value lookup; unset names keep their defaults."""
+        values = {}
+        for field in fields(cls):
+            raw = lookup(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            if field.type == "int":
+                values[field.name] = _as_int(field.name.upper(), raw)
+            elif field.type == "bool":
+                values[field.name] = _as_bool(field.name.upper(), raw)
+            else:
+                values[field.name] = raw
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls.from_lookup(env.get)
+
+    @classmethod
+    def from_context(cls, context) -> Settings:
+        """Settings from a FunctionGraph context's user data, falling back to the environment."""
+
+        def lookup(name: str) -> str | None:
+            value = None
+            getter = getattr(context, "getUserData", None)
+            if getter is not None:
+                try:
+                    value = getter(name)
+                except Exception:  # the runtime's lookup is not documented to be total
+                    value = None
+            return value if value not in (None, "") else os.environ.get(name)
+
+        return cls.from_lookup(lookup)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The environment names the service reads (used by docs and deployment checks)."""
+        return [field.name.upper() for field in fields(cls)]

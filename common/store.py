@@ -1,0 +1,252 @@
+"""PostgreSQL: the readings, the latest value per (device, metric), and rejected messages.
+
+A reading is identified by (device_id, metric_type, timestamp): storing the same reading twice is
+a no-op, so redelivered Kafka messages are harmless. The latest-value table only moves forward in
+time, so late and out-of-order readings land in the history without replacing a newer latest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .errors import ServiceUnavailable
+from .readings import MetricType, Reading
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Ordered, append-only: each entry runs once, in one transaction, under an advisory lock.
+MIGRATIONS: list[str] = [
+    # 1: the original service's table, with identity and the enum it had.
+    """
+    CREATE TYPE metric_type AS ENUM
+        ('temperature', 'humidity', 'pressure', 'voltage', 'current', 'power');
+    CREATE TABLE reading (
+        device_id   text             NOT NULL,
+        metric_type metric_type      NOT NULL,
+        value       double precision NOT NULL,
+        timestamp   timestamptz      NOT NULL,
+        PRIMARY KEY (device_id, metric_type, timestamp)
+    );
+    CREATE INDEX reading_device_time ON reading (device_id, timestamp DESC);
+    CREATE TABLE latest_reading (
+        device_id   text             NOT NULL,
+        metric_type metric_type      NOT NULL,
+        value       double precision NOT NULL,
+        timestamp   timestamptz      NOT NULL,
+        PRIMARY KEY (device_id, metric_type)
+    );
+    CREATE TABLE rejected_message (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        topic       text        NOT NULL DEFAULT '',
+        raw         text        NOT NULL,
+        reason      text        NOT NULL
+    );
+    """,
+]
+
+_MIGRATION_LOCK = 0x10770001  # any constant shared by every process of this service
+
+# One statement: insert the new readings (duplicates are skipped) and move the latest values
+# forward from exactly the rows that were inserted. DISTINCT ON keeps one row per key, sorted, so
+# concurrent consumers lock latest rows in the same order.
+_INSERT = """
+WITH batch AS (
+    SELECT * FROM unnest(%s::text[], %s::metric_type[], %s::float8[], %s::timestamptz[])
+        AS b(device_id, metric_type, value, timestamp)
+), inserted AS (
+    INSERT INTO reading (device_id, metric_type, value, timestamp)
+    SELECT device_id, metric_type, value, timestamp FROM batch
+    ON CONFLICT DO NOTHING
+    RETURNING device_id, metric_type, value, timestamp
+), newest AS (
+    SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, value, timestamp
+    FROM inserted ORDER BY device_id, metric_type, timestamp DESC
+), moved AS (
+    INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
+    SELECT device_id, metric_type, value, timestamp FROM newest
+    ON CONFLICT (device_id, metric_type) DO UPDATE
+        SET value = excluded.value, timestamp = excluded.timestamp
+        WHERE l.timestamp < excluded.timestamp
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM moved)
+"""
+
+
+@dataclass(frozen=True)
+class LatestValue:
+    device_id: str
+    metric_type: str
+    value: float
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    stored: int  # new rows in the readings table
+    duplicates: int  # readings that were already stored
+    latest_moved: int  # latest values that moved forward
+
+
+class ReadingStore:
+    """Access to PostgreSQL through a lazily opened connection pool."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._pool: ConnectionPool | None = None
+        self._migrated = False
+
+    # -- connections -------------------------------------------------------------------------
+    def _conninfo(self) -> str:
+        s = self.settings
+        return psycopg.conninfo.make_conninfo(
+            host=s.db_host,
+            port=s.db_port,
+            dbname=s.db_name,
+            user=s.db_user,
+            password=s.db_password,
+            connect_timeout=s.connect_timeout,
+            application_name="iot-metrics",
+        )
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self._conninfo(),
+                min_size=1,
+                max_size=max(1, self.settings.db_pool_size),
+                kwargs={"autocommit": True},
+                check=ConnectionPool.check_connection,
+                timeout=self.settings.connect_timeout + 1,
+                open=False,
+                name="iot-metrics",
+            )
+            self._pool.open(wait=False)
+        return self._pool
+
+    def _run(self, action, *, migrate: bool = True):
+        """Run ``action(conn)`` on a pooled connection; a dead database becomes a 503."""
+        try:
+            if migrate and not self._migrated:
+                self.migrate()
+            with self.pool.connection() as conn:
+                return action(conn)
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            log.warning("PostgreSQL unavailable: %s", error)
+            raise ServiceUnavailable("The database is unavailable; try again shortly") from error
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # -- schema ------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Bring the schema up to date; safe to run from many processes at once. Returns the version."""
+
+        def apply(conn: psycopg.Connection) -> int:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version ("
+                    " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+                for version, sql in enumerate(MIGRATIONS, start=1):
+                    if version > current:
+                        log.info("applying schema migration %d", version)
+                        conn.execute(sql)
+                        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            return len(MIGRATIONS)
+
+        version = self._run(apply, migrate=False)
+        self._migrated = True
+        return version
+
+    # -- writes ------------------------------------------------------------------------------
+    def store(self, readings: Sequence[Reading]) -> StoreResult:
+        """Store a batch once: duplicates skipped, latest values only moved forward."""
+        if not readings:
+            return StoreResult(0, 0, 0)
+        ordered = sorted(readings, key=lambda r: (r.device_id, r.metric_type.value, r.timestamp))
+        columns = (
+            [r.device_id for r in ordered],
+            [r.metric_type.value for r in ordered],
+            [r.value for r in ordered],
+            [r.timestamp for r in ordered],
+        )
+
+        def insert(conn: psycopg.Connection) -> StoreResult:
+            for attempt in range(3):
+                try:
+                    stored, moved = conn.execute(_INSERT, columns).fetchone()
+                    return StoreResult(stored, len(ordered) - stored, moved)
+                except psycopg.errors.DeadlockDetected:
+                    if attempt == 2:
+                        raise
+                    log.info("deadlock storing a batch; retrying")
+            raise AssertionError("unreachable")
+
+        return self._run(insert)
+
+    def reject(self, rejected: Iterable[tuple[str, str, str]]) -> int:
+        """Keep messages that cannot be readings: (topic, raw payload, reason)."""
+        rows = list(rejected)
+        if not rows:
+            return 0
+
+        def insert(conn: psycopg.Connection) -> int:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO rejected_message (topic, raw, reason) VALUES (%s, %s, %s)", rows
+                )
+            return len(rows)
+
+        return self._run(insert)
+
+    def delete_all(self) -> None:
+        self._run(lambda conn: conn.execute("TRUNCATE reading, latest_reading, rejected_message"))
+
+    # -- reads -------------------------------------------------------------------------------
+    def latest(self, device_id: str | None = None) -> list[LatestValue]:
+        """Latest values of one device, or of every device, ordered by device and metric."""
+        sql = "SELECT device_id, metric_type::text, value, timestamp FROM latest_reading"
+        params: tuple = ()
+        if device_id is not None:
+            sql += " WHERE device_id = %s"
+            params = (device_id,)
+        sql += " ORDER BY device_id, metric_type"
+        return self._run(lambda conn: [LatestValue(*row) for row in conn.execute(sql, params)])
+
+    def history(
+        self, device_id: str, metric_type: MetricType | None, limit: int
+    ) -> list[tuple[str, float, datetime]]:
+        """(metric_type, value, timestamp) newest first."""
+        if metric_type is None:
+            sql = (
+                "SELECT metric_type::text, value, timestamp FROM reading WHERE device_id = %s"
+                " ORDER BY timestamp DESC, metric_type LIMIT %s"
+            )
+            params: tuple = (device_id, limit)
+        else:
+            sql = (
+                "SELECT metric_type::text, value, timestamp FROM reading"
+                " WHERE device_id = %s AND metric_type = %s ORDER BY timestamp DESC LIMIT %s"
+            )
+            params = (device_id, metric_type.value, limit)
+        return self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    def rejected_count(self) -> int:
+        return self._run(lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0])
+
+    def ping(self) -> None:
+        self._run(lambda conn: conn.execute("SELECT 1"), migrate=False)

@@ -1,0 +1,19 @@
+"""Query function: devices, latest, history, health and delete-all."""
+
+from common import query, runtime
+from common.router import Router
+
+app = Router()
+app.get("/health")(query.health)
+app.get("/api/devices")(query.list_devices)
+app.get("/api/device/{device_id}/latest")(query.device_latest)
+app.get("/api/device/{device_id}/history")(query.device_history)
+app.post("/api/delete-all")(query.delete_all)
+
+
+def initializer(context):
+    runtime.initialize(context)
+
+
+def handler(event, context):
+    return app.resolve(event, context)

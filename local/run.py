@@ -1,0 +1,143 @@
+"""The local stack runner: servers (embedded unless the environment names them), shim, trigger loop.
+
+    python -m local.run            # what `make run` does
+
+Each of PostgreSQL, Redis and Kafka is used from the environment when its variable is set
+(DB_HOST, REDIS_HOST, KAFKA_BOOTSTRAP_SERVERS) and otherwise started embedded, on loopback, as a
+child process. Ctrl-C stops every child this runner started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from common.settings import Settings
+from common.store import ReadingStore
+
+from .embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
+from .functions import ROOT
+
+log = logging.getLogger("local.run")
+
+# Which variable, when set, means "use the server the environment names".
+EXTERNAL = {"postgres": "DB_HOST", "redis": "REDIS_HOST", "kafka": "KAFKA_BOOTSTRAP_SERVERS"}
+
+
+class Stack:
+    def __init__(self, data_dir: Path, port: int, workers: int, partitions: int):
+        self.data_dir = data_dir
+        self.port = port
+        self.workers = workers
+        self.partitions = partitions
+        self.servers: list = []
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.env = dict(os.environ)
+
+    def start_servers(self) -> None:
+        kinds = {"postgres": EmbeddedPostgres, "redis": EmbeddedRedis, "kafka": EmbeddedKafka}
+        for name, kind in kinds.items():
+            if self.env.get(EXTERNAL[name]):
+                print(f"  {name:<9} external ({EXTERNAL[name]}={self.env[EXTERNAL[name]]})")
+                continue
+            server = kind(base_dir=self.data_dir / name)
+            started = time.monotonic()
+            server.start()
+            self.servers.append(server)
+            self.env.update(server.env())
+            print(f"  {name:<9} embedded on 127.0.0.1:{server.port} ({time.monotonic() - started:.1f}s)")
+
+    def prepare(self) -> Settings:
+        settings = Settings.from_env(self.env)
+        create_topics(settings.kafka_bootstrap_servers, [settings.kafka_topic], self.partitions)
+        store = ReadingStore(settings)
+        store.migrate()
+        store.close()
+        return settings
+
+    def spawn(self, name: str, module: str, *args: str) -> None:
+        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env)
+        self.children.append((name, process))
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{self.port}/health"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_children()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"the shim did not answer {url} within {timeout:.0f}s")
+
+    def check_children(self) -> None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}")
+
+    def stop(self) -> None:
+        for _, process in self.children:
+            if process.poll() is None:
+                process.terminate()
+        for _, process in self.children:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the whole service locally.")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SHIM_PORT", "8080")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("SHIM_WORKERS", str(os.cpu_count() or 2))))
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / ".local", help="where embedded servers keep data")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    stack = Stack(args.data_dir, args.port, args.workers, args.partitions)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print("Starting the IoT metrics service")
+    try:
+        stack.start_servers()
+        settings = stack.prepare()
+        stack.spawn("shim", "local.shim", "--port", str(args.port), "--workers", str(args.workers))
+        stack.spawn("trigger loop", "local.trigger_loop")
+        stack.wait_healthy()
+        print(
+            f"\nReady.\n  dashboard   http://127.0.0.1:{args.port}/\n"
+            f"  API         http://127.0.0.1:{args.port}/api/devices\n"
+            f"  health      http://127.0.0.1:{args.port}/health\n"
+            f"  topic       {settings.kafka_topic}\n"
+            f"  demo mode   {'on (POST /api/delete-all enabled)' if settings.demo_mode else 'off'}\n"
+            "Press Ctrl-C to stop."
+        )
+        while True:
+            stack.check_children()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping…")
+    except RuntimeError as error:
+        print(f"\nError: {error}", file=sys.stderr)
+        stack.stop()
+        sys.exit(1)
+    stack.stop()
+
+
+if __name__ == "__main__":
+    main()

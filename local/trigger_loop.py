@@ -1,0 +1,154 @@
+"""The local Kafka trigger: a consumer group that invokes the consumer function with DMS events.
+
+Like the DMS trigger it hands the handler batches of up to ``batch_size`` message values. Unlike
+the cloud trigger (which does not redeliver after an error), it commits offsets only after the
+handler returned, and on an error it rewinds to the batch's first offsets and retries with
+back-off, so a batch is never skipped while PostgreSQL is down. No business logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+
+from common import dms
+from common.settings import Settings
+
+from .context import LocalContext
+from .functions import load_function
+
+log = logging.getLogger("trigger-loop")
+
+Handler = Callable[[dict, object], object]
+
+
+class TriggerLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: Handler,
+        *,
+        group_id: str = "iot-consumer",
+        batch_size: int = 100,
+        max_wait_ms: int = 200,
+        max_backoff_s: float = 10.0,
+    ):
+        self.settings = settings
+        self.handler = handler
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.max_wait_ms = max_wait_ms
+        self.max_backoff_s = max_backoff_s
+        self.stopping = threading.Event()
+        self.batches = 0
+        self.messages = 0
+
+    def _consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            self.settings.kafka_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
+            group_id=self.group_id,
+            client_id="iot-trigger-loop",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            max_poll_records=self.batch_size,
+        )
+
+    def _collect(self, consumer: KafkaConsumer) -> dict[TopicPartition, list]:
+        """Up to batch_size records, waiting at most max_wait_ms after the first one arrives."""
+        batch: dict[TopicPartition, list] = {}
+        count = 0
+        deadline = None
+        while count < self.batch_size and not self.stopping.is_set():
+            if deadline is None:
+                timeout_ms = 500
+            else:
+                timeout_ms = int((deadline - time.monotonic()) * 1000)
+                if timeout_ms <= 0:
+                    break
+            polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size - count)
+            for partition, records in polled.items():
+                batch.setdefault(partition, []).extend(records)
+                count += len(records)
+            if not count:
+                break  # idle: let the caller check whether to stop
+            if deadline is None:
+                deadline = time.monotonic() + self.max_wait_ms / 1000
+        return batch
+
+    def _invoke(self, batch: dict[TopicPartition, list]) -> None:
+        by_topic: dict[str, list[bytes]] = {}
+        for partition, records in batch.items():
+            by_topic.setdefault(partition.topic, []).extend(record.value for record in records)
+        event = dms.build_event(by_topic)
+        result = self.handler(event, LocalContext("consumer"))
+        log.debug("batch handled: %s", result)
+
+    def run(self) -> None:
+        consumer = self._consumer()
+        backoff = 0.5
+        log.info("consuming %s as group %s", self.settings.kafka_topic, self.group_id)
+        try:
+            while not self.stopping.is_set():
+                batch = self._collect(consumer)
+                if not batch:
+                    continue
+                try:
+                    self._invoke(batch)
+                except Exception as error:  # the handler failed: rewind and retry the same records
+                    log.warning("consumer failed (%s); retrying the batch in %.1fs", error, backoff)
+                    for partition, records in batch.items():
+                        consumer.seek(partition, records[0].offset)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_s)
+                    continue
+                backoff = 0.5
+                try:
+                    consumer.commit()
+                except (CommitFailedError, KafkaError) as error:
+                    # A rebalance took the partitions; their next owner re-reads from the last
+                    # commit and storing is idempotent, so nothing is lost or doubled.
+                    log.warning("offset commit failed: %s", error)
+                self.batches += 1
+                self.messages += sum(len(records) for records in batch.values())
+        finally:
+            consumer.close(autocommit=False)
+            log.info("stopped after %d batches, %d messages", self.batches, self.messages)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Invoke the consumer function from Kafka, as the DMS trigger does.")
+    parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"))
+    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE", "500")))
+    parser.add_argument("--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS", "100")))
+    args = parser.parse_args()
+
+    function = load_function("consumer")
+    function.initializer(LocalContext("consumer"))
+    loop = TriggerLoop(
+        Settings.from_env(),
+        function.handler,
+        group_id=args.group,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    signal.signal(signal.SIGINT, lambda *_: loop.stop())
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

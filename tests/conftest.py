@@ -1,0 +1,133 @@
+"""Real PostgreSQL, Redis and Kafka for the tests.
+
+Each server comes from the environment when its variable is set (DB_HOST, REDIS_HOST,
+KAFKA_BOOTSTRAP_SERVERS: e.g. a developer's own servers or CI services), otherwise it is started
+embedded (PyPI wheels, loopback, child processes). Every run uses its own Kafka topic and Redis key
+prefix; tests that need a clean database truncate the service's tables, so do not point the tests
+at a database whose data you want to keep.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common import runtime as runtime_module
+from common.runtime import Runtime
+from common.settings import Settings
+from local.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = {"DB_HOST": EmbeddedPostgres, "REDIS_HOST": EmbeddedRedis, "KAFKA_BOOTSTRAP_SERVERS": EmbeddedKafka}
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """Environment variables naming real servers, plus a topic and key prefix of this run's own."""
+    started = []
+    env = {name: value for name, value in os.environ.items() if name in Settings.names()}
+    base = tmp_path_factory.mktemp("servers")
+    try:
+        for variable, kind in SERVERS.items():
+            if not os.environ.get(variable):
+                server = kind(base_dir=base)
+                server.start()
+                started.append(server)
+                env.update(server.env())
+        run_id = uuid.uuid4().hex[:8]
+        env.update(
+            KAFKA_TOPIC=f"readings-test-{run_id}",
+            REDIS_KEY_PREFIX=f"iot-test-{run_id}:",
+            DEMO_MODE="true",
+            KAFKA_TIMEOUT_MS="3000",
+        )
+        create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [env["KAFKA_TOPIC"]], partitions=4)
+        yield env
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(service_env) -> Settings:
+    return Settings.from_env(service_env)
+
+
+@pytest.fixture
+def runtime(settings) -> Iterator[Runtime]:
+    """The process runtime on the test servers, with empty tables and an empty cache."""
+    rt = runtime_module.initialize(settings=settings)
+    rt.store.migrate()
+    rt.store.delete_all()
+    rt.cache.clear()
+    yield rt
+    runtime_module.reset()
+
+
+def wait_for(check, timeout: float = 5.0, interval: float = 0.05):
+    """Poll ``check`` until it returns something truthy; return it, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last result: {result!r})")
+        time.sleep(interval)
+
+
+class LocalService:
+    """The shim and the trigger loop as real child processes, on the test servers."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start_process(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start(self) -> None:
+        self.start_process("shim", "local.shim", "--port", str(self.port), "--workers", "1", "--threads", "4")
+        self.start_process("trigger", "local.trigger_loop", "--group", f"test-{uuid.uuid4().hex[:6]}")
+        wait_for(self._healthy, timeout=30, interval=0.2)
+
+    def _healthy(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited: see {self.log_dir / (name + '.log')}")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def service(service_env, tmp_path_factory) -> Iterator[LocalService]:
+    running = LocalService(service_env, tmp_path_factory.mktemp("service-logs"))
+    running.start()
+    yield running
+    running.stop()

@@ -1,0 +1,134 @@
+"""PostgreSQL store and Redis cache against the real servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import redis
+
+from common.errors import ServiceUnavailable
+from common.query import latest_values
+from common.readings import MetricType, Reading
+from common.runtime import Runtime
+from common.settings import Settings
+from common.store import MIGRATIONS, ReadingStore
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def r(device="dev-1", metric="temperature", value=1.0, minutes=0) -> Reading:
+    return Reading(device, MetricType(metric), value, T0 + timedelta(minutes=minutes))
+
+
+def count(rt: Runtime, sql: str = "SELECT count(*) FROM reading") -> int:
+    with rt.store.pool.connection() as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+pytestmark = pytest.mark.integration
+
+
+def test_migrations_are_idempotent_even_when_run_concurrently(runtime: Runtime, settings: Settings):
+    errors = []
+
+    def migrate():
+        store = ReadingStore(settings)
+        try:
+            assert store.migrate() == len(MIGRATIONS)
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert count(runtime, "SELECT count(*) FROM schema_version") == len(MIGRATIONS)
+
+
+def test_a_redelivered_batch_is_stored_once(runtime: Runtime):
+    batch = [r(value=1, minutes=0), r(value=2, minutes=1), r(metric="humidity", value=40)]
+    first = runtime.store.store(batch)
+    again = runtime.store.store(batch)
+    assert (first.stored, first.duplicates) == (3, 0)
+    assert (again.stored, again.duplicates, again.latest_moved) == (0, 3, 0)
+    assert count(runtime) == 3
+
+
+def test_latest_only_moves_forward_and_late_readings_are_history(runtime: Runtime):
+    runtime.store.store([r(value=10, minutes=5)])
+    runtime.store.store([r(value=99, minutes=1)])  # late
+    latest = runtime.store.latest("dev-1")
+    assert [(v.value, v.timestamp) for v in latest] == [(10.0, T0 + timedelta(minutes=5))]
+    history = runtime.store.history("dev-1", None, 10)
+    assert [row[1] for row in history] == [10.0, 99.0]
+
+
+def test_a_batch_with_several_readings_of_one_key_keeps_the_newest(runtime: Runtime):
+    result = runtime.store.store([r(value=1, minutes=1), r(value=3, minutes=3), r(value=2, minutes=2)])
+    assert result.stored == 3 and result.latest_moved == 1
+    assert runtime.store.latest("dev-1")[0].value == 3.0
+
+
+def test_history_order_filter_and_limit(runtime: Runtime):
+    runtime.store.store([r(value=i, minutes=i) for i in range(5)] + [r(metric="power", value=50, minutes=10)])
+    assert [row[1] for row in runtime.store.history("dev-1", MetricType.TEMPERATURE, 3)] == [4.0, 3.0, 2.0]
+    assert runtime.store.history("dev-1", None, 1)[0][0] == "power"
+    assert runtime.store.history("nobody", None, 10) == []
+
+
+def test_rejected_messages_are_kept_with_their_reason(runtime: Runtime):
+    runtime.store.reject([("topic", "not json", "not JSON: Expecting value")])
+    assert runtime.store.rejected_count() == 1
+    with runtime.store.pool.connection() as conn:
+        raw, reason, received_at = conn.execute("SELECT raw, reason, received_at FROM rejected_message").fetchone()
+    assert (raw, reason) == ("not json", "not JSON: Expecting value")
+    assert received_at is not None
+
+
+def test_cache_never_lets_an_older_reading_replace_a_newer_one(runtime: Runtime):
+    cache = runtime.cache
+    assert cache.put_readings([r(value=5, minutes=5), r(device="dev-2", value=7)]) == 2
+    assert cache.put_readings([r(value=1, minutes=1)]) == 0
+    assert cache.put_readings([r(value=6, minutes=6), r(value=4, minutes=4)]) == 1
+    assert [(v.value, v.timestamp) for v in cache.latest("dev-1")] == [(6.0, T0 + timedelta(minutes=6))]
+    assert {v.device_id for v in cache.all_latest()} == {"dev-1", "dev-2"}
+
+
+def test_cache_is_rebuilt_from_postgres_after_redis_lost_it(runtime: Runtime):
+    runtime.store.store([r(value=5, minutes=5), r(device="dev-2", metric="voltage", value=230)])
+    runtime.cache.clear()  # as after a Redis restart without persistence
+    assert not runtime.cache.is_ready()
+    values = latest_values(runtime)
+    assert {(v.device_id, v.metric_type, v.value) for v in values} == {
+        ("dev-1", "temperature", 5.0),
+        ("dev-2", "voltage", 230.0),
+    }
+    assert runtime.cache.is_ready()
+    assert [v.value for v in runtime.cache.latest("dev-2")] == [230.0]
+
+
+def test_latest_values_come_from_postgres_when_redis_is_down(runtime: Runtime, settings: Settings):
+    runtime.store.store([r(value=5, minutes=5)])
+    down = Runtime(Settings(**{**settings.__dict__, "redis_port": 1, "connect_timeout": 1}))
+    down.__dict__["store"] = runtime.store  # same PostgreSQL, dead Redis
+    assert [v.value for v in latest_values(down, "dev-1")] == [5.0]
+    # a write to a dead Redis is not an error for the consumer; it marks the cache for rebuild
+    assert down.cache.put_readings([r(value=6, minutes=6)]) == 0
+    with pytest.raises(redis.RedisError):
+        down.cache.ping()
+
+
+def test_a_dead_database_is_a_quick_503(settings: Settings):
+    store = ReadingStore(Settings(**{**settings.__dict__, "db_port": 1, "connect_timeout": 1}))
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="database is unavailable"):
+        store.latest()
+    assert time.monotonic() - started < 10
+    store.close()
