@@ -14,10 +14,13 @@ PostgreSQL; until then reads fall back to PostgreSQL.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from .errors import ServiceUnavailable
 from .readings import Reading
@@ -44,7 +47,10 @@ end
 return moved
 """
 
-_CHUNK = 500  # readings per script call: keeps one call short so Redis stays responsive
+_CHUNK = 500
+# After a failure, Redis is left alone this long: callers go straight to PostgreSQL instead of
+# waiting for a connect timeout on every request.
+SUSPEND_SECONDS = 5.0  # readings per script call: keeps one call short so Redis stays responsive
 
 
 class CacheUnavailable(ServiceUnavailable):
@@ -68,6 +74,14 @@ class LatestCache:
         self._script = None
         # Set when a write failed: the cache missed an update and must be rebuilt before use.
         self._missed_write = False
+        self._suspended_until = 0.0
+
+    def suspended(self) -> bool:
+        """True for a few seconds after Redis failed."""
+        return time.monotonic() < self._suspended_until
+
+    def suspend(self) -> None:
+        self._suspended_until = time.monotonic() + SUSPEND_SECONDS
 
     @property
     def client(self) -> redis.Redis:
@@ -81,6 +95,7 @@ class LatestCache:
                 socket_connect_timeout=s.connect_timeout,
                 socket_timeout=s.connect_timeout,
                 health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             )
             self._script = self._client.register_script(_PUT_NEWER)
         return self._client
@@ -122,6 +137,9 @@ class LatestCache:
 
     def put_readings(self, readings: Sequence[Reading]) -> int:
         """Move latest values forward; never raises: a failed write marks the cache for rebuild."""
+        if self.suspended():
+            self._missed_write = True
+            return 0
         try:
             client = self.client
             if self._missed_write:
@@ -131,6 +149,7 @@ class LatestCache:
         except redis.RedisError as error:
             log.warning("Redis write failed; the cache will be rebuilt from PostgreSQL: %s", error)
             self._missed_write = True
+            self.suspend()
             return 0
 
     def rebuild(self, latest: Sequence[LatestValue]) -> None:

@@ -22,12 +22,15 @@ MAX_HISTORY_LIMIT = 1000
 def latest_values(runtime: Runtime, device_id: str | None = None) -> list[LatestValue]:
     """From Redis when it is up (rebuilding it from PostgreSQL if needed), else from PostgreSQL."""
     cache, store = runtime.cache, runtime.store
+    if cache.suspended():
+        return store.latest(device_id)
     try:
         if not cache.is_ready():
             cache.rebuild(store.latest())
         values = cache.latest(device_id) if device_id is not None else cache.all_latest()
     except redis.RedisError as error:
         log.warning("Redis unavailable, reading latest values from PostgreSQL: %s", error)
+        cache.suspend()
         return store.latest(device_id)
     if device_id is not None and not values:
         # Not cached is not proof of absence (a missed cache write); PostgreSQL decides.

@@ -28,7 +28,7 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
         module.initializer(LocalContext(name))
         functions.append((name, module))
 
-    app = Flask("iot-shim")
+    app = Flask("iot-shim", static_folder=None)
     app.url_map.strict_slashes = False
 
     def owner(path: str) -> tuple[str, ModuleType, dict[str, str]] | None:

@@ -9,6 +9,7 @@ at a database whose data you want to keep.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,26 @@ class LocalService:
         self.start_process("shim", "local.shim", "--port", str(self.port), "--workers", "1", "--threads", "4")
         self.start_process("trigger", "local.trigger_loop", "--group", f"test-{uuid.uuid4().hex[:6]}")
         wait_for(self._healthy, timeout=30, interval=0.2)
+        self._wait_consuming()
+
+    def _wait_consuming(self) -> None:
+        """Send one reading and wait until it is stored: the trigger loop has joined its group."""
+        device = f"warmup-{uuid.uuid4().hex[:8]}"
+        body = json.dumps({"device_id": device, "metric_type": "power", "value": 0}).encode()
+        request = urllib.request.Request(
+            self.url + "/api/device/data", data=body, headers={"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+        def stored() -> bool:
+            self._healthy()
+            try:
+                urllib.request.urlopen(f"{self.url}/api/device/{device}/latest", timeout=2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(stored, timeout=30, interval=0.2)
 
     def _healthy(self) -> bool:
         for name, process in self.processes.items():
