@@ -51,9 +51,7 @@ class ApigRequest:
             first = _first(value)
             if first is not None:
                 query[str(key)] = first
-        path_params = {
-            str(k): unquote(str(v)) for k, v in (event.get("pathParameters") or {}).items() if k
-        }
+        path_params = {str(k): unquote(str(v)) for k, v in (event.get("pathParameters") or {}).items() if k}
         context = event.get("requestContext") or {}
         return cls(
             method=str(event.get("httpMethod") or "GET").upper(),

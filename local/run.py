@@ -104,9 +104,13 @@ def _interrupt(*_: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the whole service locally.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SHIM_PORT", "8080")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("SHIM_WORKERS", str(os.cpu_count() or 2))))
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("SHIM_WORKERS", str(os.cpu_count() or 2)))
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / ".local", help="where embedded servers keep data")
+    parser.add_argument(
+        "--data-dir", type=Path, default=ROOT / ".local", help="where embedded servers keep data"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

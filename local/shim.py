@@ -58,7 +58,9 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
             )
             context = LocalContext(name, request_id=event["requestContext"]["requestId"])
             result = module.handler(event, context)
-        return Response(response_body(result), status=result["statusCode"], headers=result.get("headers") or {})
+        return Response(
+            response_body(result), status=result["statusCode"], headers=result.get("headers") or {}
+        )
 
     return app
 

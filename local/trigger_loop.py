@@ -130,7 +130,9 @@ class TriggerLoop:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Invoke the consumer function from Kafka, as the DMS trigger does.")
+    parser = argparse.ArgumentParser(
+        description="Invoke the consumer function from Kafka, as the DMS trigger does."
+    )
     parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"))
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE", "500")))
     parser.add_argument("--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS", "100")))

@@ -41,11 +41,22 @@ def test_built_events_have_the_cloud_shape():
 
 
 def test_settings_use_the_original_names_and_defaults():
-    settings = Settings.from_env({"DB_HOST": "db", "DB_PORT": "6543", "KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DEMO_MODE": "false"})
+    settings = Settings.from_env(
+        {"DB_HOST": "db", "DB_PORT": "6543", "KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DEMO_MODE": "false"}
+    )
     assert (settings.db_host, settings.db_port, settings.kafka_bootstrap_servers) == ("db", 6543, "k:9092")
     assert settings.demo_mode is False
     assert Settings.from_env({}).redis_port == 6379
-    for name in ["DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "REDIS_HOST", "REDIS_PORT", "KAFKA_BOOTSTRAP_SERVERS"]:
+    for name in [
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "KAFKA_BOOTSTRAP_SERVERS",
+    ]:
         assert name in Settings.names()
 
 

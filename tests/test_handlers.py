@@ -11,7 +11,6 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from common import runtime as runtime_module
-from common.apig import build_event
 from common.settings import Settings
 from local.context import LocalContext
 from local.functions import load_function
@@ -43,13 +42,17 @@ def call(function, event):
     response = function.handler(event, LocalContext("test"))
     assert set(response) == {"statusCode", "headers", "body", "isBase64Encoded"}
     assert isinstance(response["statusCode"], int) and isinstance(response["body"], str)
-    return response["statusCode"], json.loads(response["body"]) if response["headers"]["Content-Type"].startswith("application/json") else response["body"]
+    return response["statusCode"], json.loads(response["body"]) if response["headers"][
+        "Content-Type"
+    ].startswith("application/json") else response["body"]
 
 
 def queued_messages(settings: Settings, device_id: str, expected: int, timeout: float = 10) -> list[str]:
     """Message values on the topic that mention device_id (read without a consumer group)."""
     reader = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    partitions = [TopicPartition(settings.kafka_topic, p) for p in reader.partitions_for_topic(settings.kafka_topic)]
+    partitions = [
+        TopicPartition(settings.kafka_topic, p) for p in reader.partitions_for_topic(settings.kafka_topic)
+    ]
     reader.assign(partitions)
     reader.seek_to_beginning(*partitions)
     found: list[str] = []
@@ -63,7 +66,19 @@ def queued_messages(settings: Settings, device_id: str, expected: int, timeout: 
 
 def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
     device = f"handler-{uuid.uuid4().hex[:8]}"
-    status, body = call(ingest, apig_event("POST", "/api/device/data", {"device_id": device, "metric_type": "temperature", "value": 21.5, "timestamp": "2024-05-01T12:00:00Z"}))
+    status, body = call(
+        ingest,
+        apig_event(
+            "POST",
+            "/api/device/data",
+            {
+                "device_id": device,
+                "metric_type": "temperature",
+                "value": 21.5,
+                "timestamp": "2024-05-01T12:00:00Z",
+            },
+        ),
+    )
     assert status == 200
     assert body == {
         "message": "Device data submitted successfully",
@@ -72,7 +87,17 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
         "value": 21.5,
         "timestamp": "2024-05-01T12:00:00+00:00",
     }
-    bulk = {"readings": [{"device_id": device, "metric_type": "humidity", "value": i, "timestamp": f"2024-05-01T12:0{i}:00"} for i in range(3)]}
+    bulk = {
+        "readings": [
+            {
+                "device_id": device,
+                "metric_type": "humidity",
+                "value": i,
+                "timestamp": f"2024-05-01T12:0{i}:00",
+            }
+            for i in range(3)
+        ]
+    }
     status, body = call(ingest, apig_event("POST", "/api/device/data/bulk", bulk))
     assert status == 200 and body["processed_count"] == 3 and len(body["readings"]) == 3
 
@@ -97,29 +122,46 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
     assert (again["stored"], again["duplicates"]) == (0, 4)
     assert runtime.store.rejected_count() == 2  # the poison message, kept each time it arrived
 
-    status, body = call(query, apig_event("GET", f"/api/device/{device}/latest", path_params={"device_id": device}))
+    status, body = call(
+        query, apig_event("GET", f"/api/device/{device}/latest", path_params={"device_id": device})
+    )
     assert status == 200
     assert body["metrics"] == {
         "temperature": {"value": 21.5, "timestamp": "2024-05-01T12:00:00+00:00"},
         "humidity": {"value": 2.0, "timestamp": "2024-05-01T12:02:00+00:00"},
     }
-    status, body = call(query, apig_event("GET", f"/api/device/{device}/history", path_params={"device_id": device}, query={"metric_type": "humidity", "limit": "2"}))
+    status, body = call(
+        query,
+        apig_event(
+            "GET",
+            f"/api/device/{device}/history",
+            path_params={"device_id": device},
+            query={"metric_type": "humidity", "limit": "2"},
+        ),
+    )
     assert status == 200 and [d["value"] for d in body["data"]] == [2.0, 1.0]
 
 
 def test_consumer_with_the_older_template_shape(runtime):
     device = f"tmpl-{uuid.uuid4().hex[:8]}"
-    message = json.dumps({"device_id": device, "metric_type": "power", "value": 3, "timestamp": "2024-05-01T00:00:00Z"})
+    message = json.dumps(
+        {"device_id": device, "metric_type": "power", "value": 3, "timestamp": "2024-05-01T00:00:00Z"}
+    )
     event = {"records": [{"instance_id": "inst", "topic_id": "t", "messages": [{"message": message}]}]}
     assert consumer.handler(event, LocalContext("consumer"))["stored"] == 1
 
 
 def test_ingest_answers_503_and_queues_nothing_when_kafka_is_down(settings):
-    dead = Settings(**{**settings.__dict__, "kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1500})
+    dead = Settings(
+        **{**settings.__dict__, "kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1500}
+    )
     runtime_module.initialize(settings=dead)
     try:
         started = time.monotonic()
-        status, body = call(ingest, apig_event("POST", "/api/device/data", {"device_id": "d", "metric_type": "power", "value": 1}))
+        status, body = call(
+            ingest,
+            apig_event("POST", "/api/device/data", {"device_id": "d", "metric_type": "power", "value": 1}),
+        )
         assert status == 503
         assert "nothing was queued" in body["error"]
         assert time.monotonic() - started < 8
@@ -130,8 +172,10 @@ def test_ingest_answers_503_and_queues_nothing_when_kafka_is_down(settings):
 def test_dashboard_handler_serves_pages_and_assets():
     response = dashboard.handler(apig_event("GET", "/"), LocalContext("dashboard"))
     assert response["statusCode"] == 200 and response["headers"]["Content-Type"].startswith("text/html")
-    assert "<table id=\"devices\"" in response["body"]
-    response = dashboard.handler(apig_event("GET", "/device/abc", path_params={"device_id": "abc"}), LocalContext("dashboard"))
+    assert '<table id="devices"' in response["body"]
+    response = dashboard.handler(
+        apig_event("GET", "/device/abc", path_params={"device_id": "abc"}), LocalContext("dashboard")
+    )
     assert response["statusCode"] == 200 and "IotDashboard.device" in response["body"]
     response = dashboard.handler(apig_event("GET", "/static/app.js"), LocalContext("dashboard"))
     assert response["statusCode"] == 200 and "javascript" in response["headers"]["Content-Type"]

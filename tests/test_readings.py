@@ -100,7 +100,14 @@ def test_messages_round_trip_and_keep_valid_readings_of_a_bad_message():
     bare = json.dumps(reading(timestamp="2024-05-01T10:00:00Z"))
     assert decode_message(bare) == readings
 
-    mixed = json.dumps({"readings": [reading(timestamp="2024-05-01T10:00:00Z"), reading(value="hot", timestamp="2024-05-01T10:00:00Z")]})
+    mixed = json.dumps(
+        {
+            "readings": [
+                reading(timestamp="2024-05-01T10:00:00Z"),
+                reading(value="hot", timestamp="2024-05-01T10:00:00Z"),
+            ]
+        }
+    )
     with pytest.raises(MessageError) as caught:
         decode_message(mixed)
     assert caught.value.readings == readings

@@ -42,7 +42,12 @@ def devices(service) -> dict:
 
 def test_a_reading_appears_everywhere_within_five_seconds(service):
     device = new_device()
-    reading = {"device_id": device, "metric_type": "temperature", "value": 22.25, "timestamp": "2024-06-01T08:00:00Z"}
+    reading = {
+        "device_id": device,
+        "metric_type": "temperature",
+        "value": 22.25,
+        "timestamp": "2024-06-01T08:00:00Z",
+    }
     status, body = http(service, "POST", "/api/device/data", reading)
     assert status == 200
     assert body == {
@@ -78,7 +83,9 @@ def test_a_reading_appears_everywhere_within_five_seconds(service):
 def test_form_encoded_reading_without_timestamp_gets_the_receive_time(service):
     device = new_device("form")
     form = urllib.parse.urlencode({"device_id": device, "metric_type": "voltage", "value": "229.5"}).encode()
-    status, body = http(service, "POST", "/api/device/data", form, content_type="application/x-www-form-urlencoded")
+    status, body = http(
+        service, "POST", "/api/device/data", form, content_type="application/x-www-form-urlencoded"
+    )
     assert status == 200 and body["value"] == 229.5 and body["timestamp"].endswith("+00:00")
     latest = wait_for(lambda: http(service, "GET", f"/api/device/{device}/latest")[1].get("metrics"))
     assert latest["voltage"] == {"value": 229.5, "timestamp": body["timestamp"]}
@@ -87,8 +94,17 @@ def test_form_encoded_reading_without_timestamp_gets_the_receive_time(service):
 def test_a_bulk_of_100_lands_whole(service):
     device = new_device("bulk")
     readings = [
-        {"device_id": device, "metric_type": metric, "value": i, "timestamp": f"2024-06-01T08:{i // 6:02d}:00Z"}
-        for i, metric in zip(range(100), ["temperature", "humidity", "pressure", "voltage", "current", "power"] * 17)
+        {
+            "device_id": device,
+            "metric_type": metric,
+            "value": i,
+            "timestamp": f"2024-06-01T08:{i // 6:02d}:00Z",
+        }
+        for i, metric in zip(
+            range(100),
+            ["temperature", "humidity", "pressure", "voltage", "current", "power"] * 17,
+            strict=False,
+        )
     ]
     status, body = http(service, "POST", "/api/device/data/bulk", {"readings": readings})
     assert status == 200
@@ -107,25 +123,45 @@ def test_a_bulk_of_100_lands_whole(service):
 
 def test_late_readings_go_to_history_but_not_latest(service):
     device = new_device("late")
-    http(service, "POST", "/api/device/data", {"device_id": device, "metric_type": "power", "value": 2, "timestamp": "2024-06-01T10:00:00Z"})
+    http(
+        service,
+        "POST",
+        "/api/device/data",
+        {"device_id": device, "metric_type": "power", "value": 2, "timestamp": "2024-06-01T10:00:00Z"},
+    )
     wait_for(lambda: http(service, "GET", f"/api/device/{device}/latest")[0] == 200)
-    http(service, "POST", "/api/device/data", {"device_id": device, "metric_type": "power", "value": 1, "timestamp": "2024-06-01T09:00:00Z"})
+    http(
+        service,
+        "POST",
+        "/api/device/data",
+        {"device_id": device, "metric_type": "power", "value": 1, "timestamp": "2024-06-01T09:00:00Z"},
+    )
     history = wait_for(lambda: len(http(service, "GET", f"/api/device/{device}/history")[1]["data"]) == 2)
     assert history
     assert http(service, "GET", f"/api/device/{device}/latest")[1]["metrics"]["power"]["value"] == 2
-    assert devices(service)[device]["metrics"]["power"] == {"value": 2, "timestamp": "2024-06-01T10:00:00+00:00"}
+    assert devices(service)[device]["metrics"]["power"] == {
+        "value": 2,
+        "timestamp": "2024-06-01T10:00:00+00:00",
+    }
 
 
 def test_history_limit_is_capped_at_1000(service):
     device = new_device("cap")
     for batch in range(11):
         readings = [
-            {"device_id": device, "metric_type": "current", "value": batch * 100 + i,
-             "timestamp": f"2024-06-0{1 + batch // 6}T{batch % 6:02d}:{i // 60:02d}:{i % 60:02d}Z"}
+            {
+                "device_id": device,
+                "metric_type": "current",
+                "value": batch * 100 + i,
+                "timestamp": f"2024-06-0{1 + batch // 6}T{batch % 6:02d}:{i // 60:02d}:{i % 60:02d}Z",
+            }
             for i in range(100)
         ]
         assert http(service, "POST", "/api/device/data/bulk", {"readings": readings})[0] == 200
-    wait_for(lambda: len(http(service, "GET", f"/api/device/{device}/history?limit=1000")[1]["data"]) == 1000, timeout=10)
+    wait_for(
+        lambda: len(http(service, "GET", f"/api/device/{device}/history?limit=1000")[1]["data"]) == 1000,
+        timeout=10,
+    )
     status, body = http(service, "GET", f"/api/device/{device}/history?limit=5000&metric_type=current")
     assert status == 200 and len(body["data"]) == 1000 and body["metric_type"] == "current"
     assert len(http(service, "GET", f"/api/device/{device}/history")[1]["data"]) == 100
@@ -148,7 +184,14 @@ def test_bad_single_readings_get_400_with_a_clear_message(service, body, message
     assert status == 400 and message in answer["error"]
 
 
-@pytest.mark.parametrize("raw", [b"NaN", b'{"device_id":"d","metric_type":"power","value":NaN}', b'{"device_id":"d","metric_type":"power","value":Infinity}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NaN",
+        b'{"device_id":"d","metric_type":"power","value":NaN}',
+        b'{"device_id":"d","metric_type":"power","value":Infinity}',
+    ],
+)
 def test_nan_and_infinity_are_refused(service, raw):
     status, answer = http(service, "POST", "/api/device/data", raw)
     assert status == 400 and "error" in answer
@@ -161,8 +204,20 @@ def test_nan_and_infinity_are_refused(service, raw):
         ("/api/device/data", b"", "application/json", 400, "body is empty"),
         ("/api/device/data", b"<reading/>", "application/xml", 415, "not supported"),
         ("/api/device/data/bulk", b'{"readings": []}', "application/json", 400, "is empty"),
-        ("/api/device/data/bulk", json.dumps({"readings": [{"device_id": "d", "metric_type": "power", "value": 1}] * 101}).encode(), "application/json", 400, "at most 100"),
-        ("/api/device/data/bulk", b'{"readings": [{"device_id": "d", "metric_type": "power", "value": 1}, {"device_id": "d", "metric_type": "x", "value": 1}]}', "application/json", 400, "Reading 1: Unknown metric_type"),
+        (
+            "/api/device/data/bulk",
+            json.dumps({"readings": [{"device_id": "d", "metric_type": "power", "value": 1}] * 101}).encode(),
+            "application/json",
+            400,
+            "at most 100",
+        ),
+        (
+            "/api/device/data/bulk",
+            b'{"readings": [{"device_id": "d", "metric_type": "power", "value": 1}, {"device_id": "d", "metric_type": "x", "value": 1}]}',
+            "application/json",
+            400,
+            "Reading 1: Unknown metric_type",
+        ),
         ("/api/device/data/bulk", b"[1, 2]", "application/json", 400, '"readings" list'),
         ("/api/device/data/bulk", b"[" * 100000, "application/json", 400, "nested too deeply"),
     ],
@@ -174,7 +229,10 @@ def test_bad_bodies_get_4xx_never_500(service, path, raw, content_type, expected
 
 def test_a_rejected_bulk_queues_nothing(service):
     device = new_device("atomic")
-    readings = [{"device_id": device, "metric_type": "power", "value": i, "timestamp": f"2024-06-01T00:00:0{i}Z"} for i in range(5)]
+    readings = [
+        {"device_id": device, "metric_type": "power", "value": i, "timestamp": f"2024-06-01T00:00:0{i}Z"}
+        for i in range(5)
+    ]
     readings[4]["value"] = "broken"
     assert http(service, "POST", "/api/device/data/bulk", {"readings": readings})[0] == 400
     marker = new_device("after")
@@ -183,14 +241,20 @@ def test_a_rejected_bulk_queues_nothing(service):
     assert http(service, "GET", f"/api/device/{device}/history")[1]["data"] == []
 
 
-@pytest.mark.parametrize(("query", "message"), [("limit=ten", "whole number"), ("limit=0", "at least 1"), ("metric_type=wind", "Unknown metric_type")])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("limit=ten", "whole number"), ("limit=0", "at least 1"), ("metric_type=wind", "Unknown metric_type")],
+)
 def test_bad_history_queries_get_400(service, query, message):
     status, answer = http(service, "GET", f"/api/device/some-device/history?{query}")
     assert status == 400 and message in answer["error"]
 
 
 def test_unknown_device_and_routes(service):
-    assert http(service, "GET", f"/api/device/{new_device('ghost')}/latest") == (404, {"error": "Device not found"})
+    assert http(service, "GET", f"/api/device/{new_device('ghost')}/latest") == (
+        404,
+        {"error": "Device not found"},
+    )
     status, answer = http(service, "GET", "/api/nothing-here")
     assert status == 404 and "Not found" in answer["error"]
     status, answer = http(service, "GET", "/api/device/data")
@@ -211,7 +275,10 @@ def test_delete_all_clears_database_and_cache(service):
     device = new_device("doomed")
     http(service, "POST", "/api/device/data", {"device_id": device, "metric_type": "power", "value": 1})
     wait_for(lambda: device in devices(service))
-    assert http(service, "POST", "/api/delete-all") == (200, {"message": "All device data deleted successfully"})
+    assert http(service, "POST", "/api/delete-all") == (
+        200,
+        {"message": "All device data deleted successfully"},
+    )
     assert devices(service) == {}
     assert http(service, "GET", f"/api/device/{device}/latest")[0] == 404
     assert http(service, "GET", f"/api/device/{device}/history")[1]["data"] == []

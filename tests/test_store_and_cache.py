@@ -87,7 +87,9 @@ def test_rejected_messages_are_kept_with_their_reason(runtime: Runtime):
     runtime.store.reject([("topic", "not json", "not JSON: Expecting value")])
     assert runtime.store.rejected_count() == 1
     with runtime.store.pool.connection() as conn:
-        raw, reason, received_at = conn.execute("SELECT raw, reason, received_at FROM rejected_message").fetchone()
+        raw, reason, received_at = conn.execute(
+            "SELECT raw, reason, received_at FROM rejected_message"
+        ).fetchone()
     assert (raw, reason) == ("not json", "not JSON: Expecting value")
     assert received_at is not None
 
