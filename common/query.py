@@ -114,6 +114,11 @@ def device_history(request: ApigRequest, device_id: str) -> dict:
     }
 
 
+def stats(request: ApigRequest) -> dict:
+    """GET /api/stats: device count, readings stored today (UTC) and rejected Kafka messages."""
+    return current().store.stats()
+
+
 def delete_all(request: ApigRequest) -> dict:
     """POST /api/delete-all (demo only): clears the database and the cache."""
     runtime = current()

@@ -181,7 +181,7 @@ class ReadingStore:
         columns = (
             [r.device_id for r in ordered],
             [r.metric_type.value for r in ordered],
-            [r.value for r in ordered],
+            [float(r.value) for r in ordered],
             [r.timestamp for r in ordered],
         )
 
@@ -242,6 +242,17 @@ class ReadingStore:
             )
             params = (device_id, metric_type.value, limit)
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    def stats(self) -> dict[str, int]:
+        """Counts for the dashboard: devices, readings stored since midnight UTC, rejected messages."""
+        sql = """
+            SELECT (SELECT count(DISTINCT device_id) FROM latest_reading),
+                   (SELECT count(*) FROM reading
+                     WHERE timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),
+                   (SELECT count(*) FROM rejected_message)
+        """
+        devices, today, rejected = self._run(lambda conn: conn.execute(sql).fetchone())
+        return {"devices": devices, "readings_today": today, "rejected_messages": rejected}
 
     def rejected_count(self) -> int:
         return self._run(lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0])

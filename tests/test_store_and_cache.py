@@ -134,3 +134,20 @@ def test_a_dead_database_is_a_quick_503(settings: Settings):
         store.latest()
     assert time.monotonic() - started < 10
     store.close()
+
+
+def test_stats_count_devices_todays_readings_and_rejections(runtime: Runtime):
+    from common.readings import utc_now
+
+    now = utc_now()
+    runtime.store.store(
+        [
+            r(value=1),
+            Reading("dev-2", MetricType.POWER, 1.0, now),
+            Reading("dev-2", MetricType.POWER, 2.0, now - timedelta(seconds=1)),
+        ]
+    )
+    runtime.store.reject([("t", "x", "not JSON")])
+    stats = runtime.store.stats()
+    assert stats["devices"] == 2 and stats["rejected_messages"] == 1
+    assert stats["readings_today"] in (1, 2)  # both unless the test straddles midnight UTC
