@@ -72,7 +72,11 @@ class ApigRequest:
         if not self.body.strip():
             raise BadRequest("Request body is empty; send a JSON object")
         try:
-            return json.loads(self.body)
+            return json.loads(self.body.decode("utf-8"), object_pairs_hook=_unique_keys)
+        except DuplicateKeyError as error:
+            raise BadRequest(
+                f"Request body has the key {error.key!r} more than once; send each key once"
+            ) from None
         except UnicodeDecodeError:
             raise BadRequest("Request body is not UTF-8 text") from None
         except ValueError as error:
@@ -87,6 +91,24 @@ class ApigRequest:
         except UnicodeDecodeError:
             raise BadRequest("Form body is not UTF-8 text") from None
         return dict(parse_qsl(text, keep_blank_values=True))
+
+
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key[:40]
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """JSON objects with a key twice are ambiguous (parsers disagree on which wins): refuse them."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return result
 
 
 def _decode_body(raw: object, is_base64: bool) -> bytes:

@@ -8,13 +8,23 @@ class ApiError(Exception):
 
     status = 500
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
 
 class BadRequest(ApiError):
     status = 400
+
+
+class Unauthorized(ApiError):
+    """No credentials, or credentials that are not valid (never says which, or echoes them)."""
+
+    status = 401
+
+    def __init__(self, message: str):
+        super().__init__(message, {"WWW-Authenticate": 'Bearer realm="iot-metrics"'})
 
 
 class Forbidden(ApiError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .apig import ApigRequest
+from .auth import Principal, authorize_readings
 from .errors import PayloadTooLarge, UnsupportedMediaType
 from .readings import parse_bulk, parse_reading, utc_now
 from .runtime import current
@@ -38,21 +39,33 @@ def _single_body(request: ApigRequest) -> object:
     )
 
 
+def _principal(request: ApigRequest) -> Principal | None:
+    """The token's owner when auth is on (401 before the body is even read), else None."""
+    runtime = current()
+    return runtime.tokens.authenticate(request) if runtime.settings.auth_enabled else None
+
+
 def submit_reading(request: ApigRequest) -> dict:
     """POST /api/device/data"""
+    principal = _principal(request)
     reading = parse_reading(_single_body(request), utc_now())
+    if principal is not None:
+        authorize_readings(principal, [reading], bulk=False)
     current().producer.send([reading])
     return {"message": "Device data submitted successfully", **reading.to_dict()}
 
 
 def submit_bulk(request: ApigRequest) -> dict:
     """POST /api/device/data/bulk: every reading is validated before any is queued."""
+    principal = _principal(request)
     _check_size(request)
     if not _is_json(request):
         raise UnsupportedMediaType(
             f"Content-Type {request.content_type} is not supported; send application/json"
         )
     readings = parse_bulk(request.json(), utc_now())
+    if principal is not None:
+        authorize_readings(principal, readings, bulk=True)
     current().producer.send(readings)
     return {
         "message": "Bulk data submitted successfully",

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from .errors import ServiceUnavailable
@@ -64,10 +65,24 @@ class ReadingProducer:
             raise ServiceUnavailable(UNAVAILABLE) from error
 
     def ping(self) -> None:
+        """Ask the broker itself (not the producer's cached metadata) whether the topic exists."""
         try:
-            self._client().partitions_for(self.settings.kafka_topic)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
+                client_id="iot-readiness",
+                bootstrap_timeout_ms=2000,
+                request_timeout_ms=2000,
+            )
         except KafkaError as error:
-            raise ServiceUnavailable(UNAVAILABLE) from error
+            raise ServiceUnavailable("The Kafka broker cannot be reached") from error
+        try:
+            topics = admin.list_topics()
+        except KafkaError as error:
+            raise ServiceUnavailable("The Kafka broker does not answer") from error
+        finally:
+            admin.close()
+        if self.settings.kafka_topic not in topics:
+            raise ServiceUnavailable(f"The Kafka topic {self.settings.kafka_topic!r} does not exist")
 
     def close(self) -> None:
         if self._producer is not None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from .apig import ApigRequest
+from .apig import ApigRequest, Response, json_response
+from .auth import require_admin
 from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
 from .readings import format_timestamp, parse_device_id, parse_metric_type
 from .runtime import Runtime, current
@@ -124,6 +127,8 @@ def delete_all(request: ApigRequest) -> dict:
     runtime = current()
     if not runtime.settings.demo_mode:
         raise Forbidden("delete-all is disabled; it works only when DEMO_MODE=true")
+    if runtime.settings.auth_enabled:
+        require_admin(runtime.tokens.authenticate(request))
     try:
         runtime.cache.clear()
     except redis.RedisError as error:
@@ -133,6 +138,36 @@ def delete_all(request: ApigRequest) -> dict:
         ) from error
     runtime.store.delete_all()
     return {"message": "All device data deleted successfully"}
+
+
+REQUIRED = ("postgres", "kafka")  # without these nothing is stored; without Redis reads are slower
+
+
+def _check(probe) -> dict:
+    started = time.perf_counter()
+    try:
+        probe()
+    except (ServiceUnavailable, redis.RedisError) as error:
+        message = error.message if isinstance(error, ServiceUnavailable) else "Redis does not answer"
+        return {"ok": False, "error": message}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def readiness(request: ApigRequest) -> Response:
+    """GET /ready: each dependency checked (in parallel, each bounded by its timeout); 503 if one that matters is down."""
+    runtime = current()
+    probes = {"postgres": runtime.store.ping, "redis": runtime.cache.ping, "kafka": runtime.producer.ping}
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        futures = {name: pool.submit(_check, probe) for name, probe in probes.items()}
+        checks = {name: future.result() for name, future in futures.items()}
+    ready = all(checks[name]["ok"] for name in REQUIRED)
+    body: dict = {
+        "status": ("ready" if checks["redis"]["ok"] else "degraded") if ready else "unavailable",
+        "checks": checks,
+    }
+    if checks["postgres"]["ok"]:
+        body["rejected_messages"] = runtime.store.rejected_count()
+    return json_response(body, 200 if ready else 503)
 
 
 def health(request: ApigRequest) -> dict:

@@ -140,6 +140,9 @@ def parse_reading(data: object, received_at: datetime | None = None) -> Reading:
     """Validate one reading given as a mapping; raise ValidationError naming the problem."""
     if not isinstance(data, Mapping):
         raise ValidationError("a reading must be a JSON object with device_id, metric_type and value")
+    for key, value in data.items():
+        if isinstance(value, (Mapping, list)):
+            raise ValidationError(f"{str(key)[:40]!r} must be a plain value, not an object or a list")
     received_at = received_at or utc_now()
     return Reading(
         device_id=parse_device_id(data.get("device_id")),

@@ -94,7 +94,9 @@ class Router:
         try:
             result = route.function(request, **params)
         except ApiError as error:
-            return error_response(error.status, error.message)
+            response = error_response(error.status, error.message)
+            response.headers.update(error.headers)
+            return response
         except Exception:
             log.exception("unhandled error in %s %s", request.method, route.path)
             reference = f" (request {request.request_id})" if request.request_id else ""

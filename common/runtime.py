@@ -10,6 +10,7 @@ import logging
 import threading
 from functools import cached_property
 
+from .auth import TokenRegistry
 from .cache import LatestCache
 from .producer import ReadingProducer
 from .settings import Settings
@@ -27,6 +28,10 @@ class Runtime:
     @cached_property
     def cache(self) -> LatestCache:
         return LatestCache(self.settings)
+
+    @cached_property
+    def tokens(self) -> TokenRegistry:
+        return TokenRegistry(self.store, self.settings.auth_cache_seconds)
 
     @cached_property
     def producer(self) -> ReadingProducer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 Lookup = Callable[[str], "str | None"]
 
@@ -43,12 +43,12 @@ class Settings:
     db_port: int = 5432
     db_name: str = "iot"
     db_user: str = "iot"
-    db_password: str = "iot"
+    db_password: str = field(default="", repr=False)
     db_pool_size: int = 4
 
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
-    redis_password: str = ""
+    redis_password: str = field(default="", repr=False)
     redis_db: int = 0
     redis_key_prefix: str = "iot:"
 
@@ -60,24 +60,31 @@ class Settings:
     # Timeouts in seconds for connecting to PostgreSQL and Redis: a dead dependency means a quick 503.
     connect_timeout: int = 3
 
-    # Demo mode enables POST /api/delete-all.
-    demo_mode: bool = True
+    # Demo mode enables POST /api/delete-all. Off unless asked for: the local runner asks.
+    demo_mode: bool = False
+    # Device tokens on ingest (and the admin token on delete-all). On unless turned off: the local
+    # runner turns it off for its demo and says so.
+    auth_enabled: bool = True
+    # How long a verified (or refused) token is remembered per process, so ingest does not ask
+    # PostgreSQL on every request. A revoked token stops working within this time.
+    auth_cache_seconds: int = 60
     log_level: str = "INFO"
 
     @classmethod
     def from_lookup(cls, lookup: Lookup) -> Settings:
         """Build settings from any name -> value lookup; unset names keep their defaults."""
         values = {}
-        for field in fields(cls):
-            raw = lookup(field.name.upper())
+        for setting in fields(cls):
+            name = setting.name.upper()
+            raw = lookup(name)
             if raw is None or raw == "":
                 continue
-            if field.type == "int":
-                values[field.name] = _as_int(field.name.upper(), raw)
-            elif field.type == "bool":
-                values[field.name] = _as_bool(field.name.upper(), raw)
+            if setting.type == "int":
+                values[setting.name] = _as_int(name, raw)
+            elif setting.type == "bool":
+                values[setting.name] = _as_bool(name, raw)
             else:
-                values[field.name] = raw
+                values[setting.name] = raw
         return cls(**values)
 
     @classmethod
@@ -101,7 +108,9 @@ class Settings:
 
         return cls.from_lookup(lookup)
 
+    SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
+
     @classmethod
     def names(cls) -> list[str]:
         """The environment names the service reads (used by docs and deployment checks)."""
-        return [field.name.upper() for field in fields(cls)]
+        return [setting.name.upper() for setting in fields(cls)]

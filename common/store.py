@@ -50,6 +50,18 @@ MIGRATIONS: list[str] = [
         reason      text        NOT NULL
     );
     """,
+    # 2: access tokens, stored only as SHA-256 hashes of high-entropy random tokens.
+    """
+    CREATE TABLE api_token (
+        token_hash  text        PRIMARY KEY,
+        name        text        NOT NULL,
+        devices     text[]      NOT NULL DEFAULT '{}',
+        is_admin    boolean     NOT NULL DEFAULT false,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        revoked_at  timestamptz
+    );
+    CREATE INDEX api_token_name ON api_token (name);
+    """,
 ]
 
 _MIGRATION_LOCK = 0x10770001  # any constant shared by every process of this service
@@ -79,6 +91,17 @@ WITH batch AS (
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM moved)
 """
+
+
+MAX_REJECTED_TEXT = 256 * 1024
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; a huge payload is cut (and says so) rather than lost whole."""
+    text = text.replace("\x00", "\\u0000")
+    if len(text) > MAX_REJECTED_TEXT:
+        text = text[:MAX_REJECTED_TEXT] + f"... [cut: {len(text)} characters in all]"
+    return text
 
 
 @dataclass(frozen=True)
@@ -210,6 +233,41 @@ class ReadingStore:
             return len(rows)
 
         return self._run(insert)
+
+    # -- access tokens -----------------------------------------------------------------------
+    def save_token(self, token_hash: str, name: str, devices: Sequence[str], is_admin: bool) -> None:
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO api_token (token_hash, name, devices, is_admin) VALUES (%s, %s, %s, %s)",
+                (token_hash, name, list(devices), is_admin),
+            )
+        )
+
+    def find_token(self, token_hash: str) -> tuple[str, list[str], bool] | None:
+        """(name, devices, is_admin) of an active token, or None."""
+        return self._run(
+            lambda conn: conn.execute(
+                "SELECT name, devices, is_admin FROM api_token WHERE token_hash = %s AND revoked_at IS NULL",
+                (token_hash,),
+            ).fetchone()
+        )
+
+    def revoke_tokens(self, name: str) -> int:
+        return self._run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE api_token SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL", (name,)
+                ).rowcount
+            )
+        )
+
+    def list_tokens(self) -> list[tuple]:
+        """(name, devices, is_admin, created_at, revoked_at), oldest first; hashes are not shown."""
+        return self._run(
+            lambda conn: conn.execute(
+                "SELECT name, devices, is_admin, created_at, revoked_at FROM api_token ORDER BY created_at"
+            ).fetchall()
+        )
 
     def delete_all(self) -> None:
         self._run(lambda conn: conn.execute("TRUNCATE reading, latest_reading, rejected_message"))

@@ -97,6 +97,10 @@ class Stack:
             server.stop()
 
 
+AUTH_ON = "on: ingest needs a device token (python -m local.tokens register <device_id>)"
+AUTH_OFF = "OFF (local demo: anyone may post readings; start with --auth to require device tokens)"
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -129,6 +133,7 @@ def main() -> None:
             f"  health      http://127.0.0.1:{args.port}/health\n"
             f"  topic       {settings.kafka_topic}\n"
             f"  demo mode   {'on (POST /api/delete-all enabled)' if settings.demo_mode else 'off'}\n"
+            f"  auth        {AUTH_ON if settings.auth_enabled else AUTH_OFF}\n"
             "Press Ctrl-C to stop."
         )
         while True:

@@ -12,6 +12,7 @@ import os
 from types import ModuleType
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from common.apig import build_event, error_response, response_body
 
@@ -19,6 +20,8 @@ from .context import LocalContext
 from .functions import HTTP_FUNCTIONS, load_function
 
 log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
@@ -30,6 +33,14 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
 
     app = Flask("iot-shim", static_folder=None)
     app.url_map.strict_slashes = False
+    # APIG refuses oversized bodies before any function runs; so does the shim.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        message = "Request body is too large" if error.code == 413 else (error.description or error.name)
+        result = error_response(error.code or 400, message).to_apig()
+        return Response(response_body(result), status=result["statusCode"], headers=result["headers"])
 
     def owner(path: str) -> tuple[str, ModuleType, dict[str, str]] | None:
         """The function whose router has a route for this path, and the path parameters."""

@@ -107,3 +107,16 @@ def test_binary_responses_are_base64():
     assert response["isBase64Encoded"] is True
     assert response_body(response) == b"\x89PNG"
     assert response_body(json_response({"a": 1}).to_apig()) == b'{"a": 1}'
+
+
+def test_duplicate_json_keys_are_refused():
+    import pytest
+
+    from common.errors import BadRequest
+
+    request = ApigRequest.from_event(build_event("POST", "/", body=b'{"value": 1, "value": 2}'))
+    with pytest.raises(BadRequest, match="key 'value' more than once"):
+        request.json()
+    nested = ApigRequest.from_event(build_event("POST", "/", body=b'{"a": {"b": 1, "b": 2}}'))
+    with pytest.raises(BadRequest, match="'b' more than once"):
+        nested.json()

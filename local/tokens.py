@@ -1,0 +1,67 @@
+"""Access tokens from the command line: register devices and gateways, create admin tokens, revoke.
+
+    python -m local.tokens register sensor-001                       # a device token
+    python -m local.tokens register gateway-7 --device s1 --device s2  # a gateway token
+    python -m local.tokens admin ops                                 # an admin token (delete-all)
+    python -m local.tokens list
+    python -m local.tokens revoke sensor-001
+
+It talks to the PostgreSQL the settings name (DB_HOST, ...), so it works as well against RDS from a
+machine in the VPC. A token is printed once and stored only as a hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.auth import TokenRegistry
+from common.errors import ApiError
+from common.settings import Settings
+from common.store import ReadingStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.tokens", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    register = commands.add_parser("register", help="create a device (or gateway) token and print it")
+    register.add_argument("name", help="the device id (or a gateway's name with --device)")
+    register.add_argument("--device", action="append", default=[], help="a device the token may send for")
+    admin = commands.add_parser("admin", help="create an admin token and print it")
+    admin.add_argument("name")
+    revoke = commands.add_parser("revoke", help="revoke every active token of this name")
+    revoke.add_argument("name")
+    commands.add_parser("list", help="list tokens (never their values)")
+    args = parser.parse_args(argv)
+
+    store = ReadingStore(Settings.from_env())
+    registry = TokenRegistry(store)
+    try:
+        if args.command == "register":
+            token = registry.register(args.name, args.device)
+            devices = ", ".join(args.device) if args.device else args.name
+            print(f"Token for {args.name} (devices: {devices}). Shown once, keep it safe:", file=sys.stderr)
+            print(token)
+        elif args.command == "admin":
+            token = registry.register(args.name, is_admin=True)
+            print(f"Admin token {args.name}. Shown once, keep it safe:", file=sys.stderr)
+            print(token)
+        elif args.command == "revoke":
+            count = registry.revoke(args.name)
+            print(f"Revoked {count} token(s) named {args.name}")
+            return 0 if count else 1
+        else:
+            for name, devices, is_admin, created, revoked in store.list_tokens():
+                role = "admin" if is_admin else "devices: " + ",".join(devices)
+                state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+                print(f"{name:<24} {role:<40} created {created:%Y-%m-%d %H:%M}  {state}")
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
