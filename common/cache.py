@@ -72,8 +72,9 @@ class LatestCache:
         self.prefix = settings.redis_key_prefix
         self._client: redis.Redis | None = None
         self._script = None
-        # Set when a write failed: the cache missed an update and must be rebuilt before use.
-        self._missed_write = False
+        # Set when Redis failed this process: updates may have been missed meanwhile (by this
+        # process or by others that could not reach it either), so rebuild once it answers again.
+        self._needs_rebuild = False
         self._suspended_until = 0.0
 
     def suspended(self) -> bool:
@@ -81,7 +82,15 @@ class LatestCache:
         return time.monotonic() < self._suspended_until
 
     def suspend(self) -> None:
+        """Leave Redis alone for a while, and rebuild the cache when it is back."""
         self._suspended_until = time.monotonic() + SUSPEND_SECONDS
+        self._needs_rebuild = True
+
+    def _heal(self, client: redis.Redis) -> None:
+        """First contact after a failure: drop the ready marker so the next reader rebuilds."""
+        if self._needs_rebuild:
+            client.delete(self._ready_key)
+            self._needs_rebuild = False
 
     @property
     def client(self) -> redis.Redis:
@@ -95,7 +104,7 @@ class LatestCache:
                 socket_connect_timeout=s.connect_timeout,
                 socket_timeout=s.connect_timeout,
                 health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
             )
             self._script = self._client.register_script(_PUT_NEWER)
         return self._client
@@ -138,17 +147,12 @@ class LatestCache:
     def put_readings(self, readings: Sequence[Reading]) -> int:
         """Move latest values forward; never raises: a failed write marks the cache for rebuild."""
         if self.suspended():
-            self._missed_write = True
             return 0
         try:
-            client = self.client
-            if self._missed_write:
-                client.delete(self._ready_key)
-                self._missed_write = False
+            self._heal(self.client)
             return self._put((r.device_id, r.metric_type.value, r.value, r.timestamp) for r in readings)
         except redis.RedisError as error:
             log.warning("Redis write failed; the cache will be rebuilt from PostgreSQL: %s", error)
-            self._missed_write = True
             self.suspend()
             return 0
 
@@ -165,7 +169,9 @@ class LatestCache:
 
     # -- reads -------------------------------------------------------------------------------
     def is_ready(self) -> bool:
-        return bool(self.client.exists(self._ready_key))
+        client = self.client
+        self._heal(client)
+        return bool(client.exists(self._ready_key))
 
     @staticmethod
     def _decode(device_id: str, fields: dict) -> list[LatestValue]:

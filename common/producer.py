@@ -62,6 +62,9 @@ class ReadingProducer:
             future.get(timeout=self.settings.kafka_timeout_ms / 1000 + 1)
         except KafkaError as error:
             log.warning("Kafka write failed: %r", error)
+            # A producer that failed may be stuck (e.g. its idempotence state is fatal after a broker
+            # restart) and may hold the unsent message: drop it; the next request builds a fresh one.
+            self._discard()
             raise ServiceUnavailable(UNAVAILABLE) from error
 
     def ping(self) -> None:
@@ -83,6 +86,15 @@ class ReadingProducer:
             admin.close()
         if self.settings.kafka_topic not in topics:
             raise ServiceUnavailable(f"The Kafka topic {self.settings.kafka_topic!r} does not exist")
+
+    def _discard(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # closing a broken producer must not hide the original error
+                log.debug("closing a failed producer", exc_info=True)
 
     def close(self) -> None:
         if self._producer is not None:

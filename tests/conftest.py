@@ -1,10 +1,11 @@
 """Real PostgreSQL, Redis and Kafka for the tests.
 
 Each server comes from the environment when its variable is set (DB_HOST, REDIS_HOST,
-KAFKA_BOOTSTRAP_SERVERS: e.g. a developer's own servers or CI services), otherwise it is started
-embedded (PyPI wheels, loopback, child processes). Every run uses its own Kafka topic and Redis key
-prefix; tests that need a clean database truncate the service's tables, so do not point the tests
-at a database whose data you want to keep.
+KAFKA_BOOTSTRAP_SERVERS: e.g. a developer's own servers or CI services), otherwise it is started in
+a container where a Docker engine answers, else embedded (PyPI wheels, loopback, child processes);
+``TEST_SERVERS=containers|embedded`` forces the choice (tests/servers.py). Every run uses its own
+Kafka topic and Redis key prefix; tests that need a clean database truncate the service's tables, so
+do not point the tests at a database whose data you want to keep.
 """
 
 from __future__ import annotations
@@ -24,37 +25,32 @@ import pytest
 from common import runtime as runtime_module
 from common.runtime import Runtime
 from common.settings import Settings
-from local.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics, free_port
+from local.embedded import create_topics, free_port
+
+from . import servers
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = {"DB_HOST": EmbeddedPostgres, "REDIS_HOST": EmbeddedRedis, "KAFKA_BOOTSTRAP_SERVERS": EmbeddedKafka}
 
 
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     """Environment variables naming real servers, plus a topic and key prefix of this run's own."""
-    started = []
     env = {name: value for name, value in os.environ.items() if name in Settings.names()}
-    base = tmp_path_factory.mktemp("servers")
+    _plan, started, stop = servers.start_servers(os.environ, tmp_path_factory.mktemp("servers"))
     try:
-        for variable, kind in SERVERS.items():
-            if not os.environ.get(variable):
-                server = kind(base_dir=base)
-                server.start()
-                started.append(server)
-                env.update(server.env())
+        env.update(started)
         run_id = uuid.uuid4().hex[:8]
         env.update(
             KAFKA_TOPIC=f"readings-test-{run_id}",
             REDIS_KEY_PREFIX=f"iot-test-{run_id}:",
             DEMO_MODE="true",
+            AUTH_ENABLED="false",
             KAFKA_TIMEOUT_MS="3000",
         )
         create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [env["KAFKA_TOPIC"]], partitions=4)
         yield env
     finally:
-        for server in reversed(started):
-            server.stop()
+        stop()
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +69,19 @@ def runtime(settings) -> Iterator[Runtime]:
     runtime_module.reset()
 
 
+def isolated_env(service_env: dict[str, str], **overrides: str) -> dict[str, str]:
+    """The test servers with a Kafka topic and Redis prefix of its own, plus overrides."""
+    run_id = uuid.uuid4().hex[:8]
+    env = {
+        **service_env,
+        "KAFKA_TOPIC": f"readings-{run_id}",
+        "REDIS_KEY_PREFIX": f"iot-{run_id}:",
+        **overrides,
+    }
+    create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [env["KAFKA_TOPIC"]], partitions=2)
+    return env
+
+
 def wait_for(check, timeout: float = 5.0, interval: float = 0.05):
     """Poll ``check`` until it returns something truthy; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -88,8 +97,18 @@ def wait_for(check, timeout: float = 5.0, interval: float = 0.05):
 class LocalService:
     """The shim and the trigger loop as real child processes, on the test servers."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        warmup_device: str | None = None,
+        warmup_headers: dict[str, str] | None = None,
+    ):
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.warmup_device = warmup_device
+        self.warmup_headers = warmup_headers or {}
+        self.group = f"test-{uuid.uuid4().hex[:6]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
@@ -103,16 +122,21 @@ class LocalService:
 
     def start(self) -> None:
         self.start_process("shim", "local.shim", "--port", str(self.port), "--workers", "1", "--threads", "4")
-        self.start_process("trigger", "local.trigger_loop", "--group", f"test-{uuid.uuid4().hex[:6]}")
+        self.start_trigger_loop()
         wait_for(self._healthy, timeout=30, interval=0.2)
         self._wait_consuming()
 
+    def start_trigger_loop(self) -> None:
+        self.start_process("trigger", "local.trigger_loop", "--group", self.group)
+
     def _wait_consuming(self) -> None:
         """Send one reading and wait until it is stored: the trigger loop has joined its group."""
-        device = f"warmup-{uuid.uuid4().hex[:8]}"
+        device = self.warmup_device or f"warmup-{uuid.uuid4().hex[:8]}"
         body = json.dumps({"device_id": device, "metric_type": "power", "value": 0}).encode()
         request = urllib.request.Request(
-            self.url + "/api/device/data", data=body, headers={"Content-Type": "application/json"}
+            self.url + "/api/device/data",
+            data=body,
+            headers={"Content-Type": "application/json", **self.warmup_headers},
         )
         urllib.request.urlopen(request, timeout=10).close()
 
