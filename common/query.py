@@ -6,6 +6,8 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
 
 import redis
 
@@ -168,6 +170,19 @@ def readiness(request: ApigRequest) -> Response:
     if checks["postgres"]["ok"]:
         body["rejected_messages"] = runtime.store.rejected_count()
     return json_response(body, 200 if ready else 503)
+
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+@lru_cache(maxsize=1)
+def _openapi_text() -> str:
+    return OPENAPI_PATH.read_text(encoding="utf-8")
+
+
+def openapi_document(request: ApigRequest) -> Response:
+    """GET /openapi.json: the API's OpenAPI 3 document, as kept in the repository."""
+    return Response(200, _openapi_text())
 
 
 def health(request: ApigRequest) -> dict:

@@ -6,6 +6,7 @@ from common.router import Router
 app = Router()
 app.get("/health")(query.health)
 app.get("/ready")(query.readiness)
+app.get("/openapi.json")(query.openapi_document)
 app.get("/api/devices")(query.list_devices)
 app.get("/api/stats")(query.stats)
 app.get("/api/device/{device_id}/latest")(query.device_latest)
