@@ -51,8 +51,8 @@ def submit_reading(request: ApigRequest) -> dict:
     reading = parse_reading(_single_body(request), utc_now())
     if principal is not None:
         authorize_readings(principal, [reading], bulk=False)
-    current().producer.send([reading])
-    return {"message": "Device data submitted successfully", **reading.to_dict()}
+    (shown,) = current().producer.send([reading])
+    return {"message": "Device data submitted successfully", **shown}
 
 
 def submit_bulk(request: ApigRequest) -> dict:
@@ -66,9 +66,5 @@ def submit_bulk(request: ApigRequest) -> dict:
     readings = parse_bulk(request.json(), utc_now())
     if principal is not None:
         authorize_readings(principal, readings, bulk=True)
-    current().producer.send(readings)
-    return {
-        "message": "Bulk data submitted successfully",
-        "processed_count": len(readings),
-        "readings": [reading.to_dict() for reading in readings],
-    }
+    shown = current().producer.send(readings)
+    return {"message": "Bulk data submitted successfully", "processed_count": len(shown), "readings": shown}

@@ -49,15 +49,19 @@ class ReadingProducer:
                     )
         return self._producer
 
-    def send(self, readings: Sequence[Reading]) -> None:
-        """Queue one request's readings as one message; raise ServiceUnavailable unless acknowledged."""
-        if not readings:
-            return
+    def send(self, readings: Sequence[Reading]) -> list[dict]:
+        """Queue one request's readings as one message; raise ServiceUnavailable unless acknowledged.
+
+        Returns the readings as sent (``Reading.to_dict``), for the caller's response.
+        """
+        shown = [reading.to_dict() for reading in readings]
+        if not shown:
+            return shown
         try:
             future = self._client().send(
                 self.settings.kafka_topic,
                 key=readings[0].device_id.encode(),
-                value=encode_message(list(readings)),
+                value=encode_message(shown),
             )
             future.get(timeout=self.settings.kafka_timeout_ms / 1000 + 1)
         except KafkaError as error:
@@ -66,6 +70,7 @@ class ReadingProducer:
             # restart) and may hold the unsent message: drop it; the next request builds a fresh one.
             self._discard()
             raise ServiceUnavailable(UNAVAILABLE) from error
+        return shown
 
     def ping(self) -> None:
         """Ask the broker itself (not the producer's cached metadata) whether the topic exists."""

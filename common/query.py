@@ -111,7 +111,7 @@ def device_history(request: ApigRequest, device_id: str) -> dict:
     rows = current().store.history(device_id, metric, limit)
     return {
         "device_id": device_id,
-        "metric_type": metric.value if metric else None,
+        "metric_type": metric,
         "data": [
             {"metric_type": kind, "value": value, "timestamp": format_timestamp(moment)}
             for kind, value, moment in rows

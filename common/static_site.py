@@ -32,8 +32,10 @@ class StaticSite:
         """The overview page for ``/``; the device page reads its id from the URL itself."""
         return self.file("index.html", cache_seconds=0)
 
-    def device_page(self, request: ApigRequest, device_id: str) -> Response:
+    def device_page(self, request: ApigRequest, **_: str) -> Response:
+        """The device page for ``/device/{device_id}`` and ``/device.html?id=``; it reads the id itself."""
         return self.file("device.html", cache_seconds=0)
 
     def asset(self, request: ApigRequest, name: str) -> Response:
-        return self.file(name)
+        # config.js is the file operators edit: a change takes effect on the next page load.
+        return self.file(name, cache_seconds=0 if name == "config.js" else 60)

@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import ServiceUnavailable
-from .readings import MetricType, Reading
+from .readings import Reading
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -200,10 +200,10 @@ class ReadingStore:
         """Store a batch once: duplicates skipped, latest values only moved forward."""
         if not readings:
             return StoreResult(0, 0, 0)
-        ordered = sorted(readings, key=lambda r: (r.device_id, r.metric_type.value, r.timestamp))
+        ordered = sorted(readings, key=lambda r: (r.device_id, r.metric_type, r.timestamp))
         columns = (
             [r.device_id for r in ordered],
-            [r.metric_type.value for r in ordered],
+            [r.metric_type for r in ordered],
             [float(r.value) for r in ordered],
             [r.timestamp for r in ordered],
         )
@@ -284,7 +284,7 @@ class ReadingStore:
         return self._run(lambda conn: [LatestValue(*row) for row in conn.execute(sql, params)])
 
     def history(
-        self, device_id: str, metric_type: MetricType | None, limit: int
+        self, device_id: str, metric_type: str | None, limit: int
     ) -> list[tuple[str, float, datetime]]:
         """(metric_type, value, timestamp) newest first."""
         if metric_type is None:
@@ -298,7 +298,7 @@ class ReadingStore:
                 "SELECT metric_type::text, value, timestamp FROM reading"
                 " WHERE device_id = %s AND metric_type = %s ORDER BY timestamp DESC LIMIT %s"
             )
-            params = (device_id, metric_type.value, limit)
+            params = (device_id, metric_type, limit)
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
 
     def stats(self) -> dict[str, int]:

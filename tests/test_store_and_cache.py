@@ -20,7 +20,7 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def r(device="dev-1", metric="temperature", value=1.0, minutes=0) -> Reading:
-    return Reading(device, MetricType(metric), value, T0 + timedelta(minutes=minutes))
+    return Reading(device, MetricType(metric).value, value, T0 + timedelta(minutes=minutes))
 
 
 def count(rt: Runtime, sql: str = "SELECT count(*) FROM reading") -> int:
@@ -78,7 +78,7 @@ def test_a_batch_with_several_readings_of_one_key_keeps_the_newest(runtime: Runt
 
 def test_history_order_filter_and_limit(runtime: Runtime):
     runtime.store.store([r(value=i, minutes=i) for i in range(5)] + [r(metric="power", value=50, minutes=10)])
-    assert [row[1] for row in runtime.store.history("dev-1", MetricType.TEMPERATURE, 3)] == [4.0, 3.0, 2.0]
+    assert [row[1] for row in runtime.store.history("dev-1", "temperature", 3)] == [4.0, 3.0, 2.0]
     assert runtime.store.history("dev-1", None, 1)[0][0] == "power"
     assert runtime.store.history("nobody", None, 10) == []
 
@@ -143,8 +143,8 @@ def test_stats_count_devices_todays_readings_and_rejections(runtime: Runtime):
     runtime.store.store(
         [
             r(value=1),
-            Reading("dev-2", MetricType.POWER, 1.0, now),
-            Reading("dev-2", MetricType.POWER, 2.0, now - timedelta(seconds=1)),
+            Reading("dev-2", "power", 1.0, now),
+            Reading("dev-2", "power", 2.0, now - timedelta(seconds=1)),
         ]
     )
     runtime.store.reject([("t", "x", "not JSON")])

@@ -1,0 +1,573 @@
+"""Benchmarks of the whole local service, printed as JSON lines (and recorded in BENCHMARKS.md).
+
+    python -m local.bench                 # full run (what `make bench` does)
+    python -m local.bench --quick         # under two minutes
+    python -m local.bench --soak 60       # sustained mixed load: zero errors and nothing lost?
+
+It starts the stack as `make run` does (embedded servers unless the environment names others), in a
+scratch data folder, and measures through the shim over HTTP, as devices and browsers meet it:
+1. bulk ingest end to end: from the first request until every reading is in PostgreSQL and every
+   device's latest values are in Redis; readings lost;
+2. single-reading ingest: requests/s and latency at N concurrent clients;
+3. queries on a database topped up to at least 1,000,000 readings;
+4. the reference: the same rows loaded with COPY into the same PostgreSQL, and the ratio;
+5. CPU seconds: the consumer's per 10,000 readings, the ingest handler's per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import redis
+
+from common.readings import MetricType
+from common.settings import Settings
+
+from .functions import ROOT
+from .run import Stack
+
+METRICS = MetricType.names()
+BASE_TIME = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def emit(record: dict, results: list[dict]) -> None:
+    results.append(record)
+    print(json.dumps(record), flush=True)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children (gunicorn workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    wanted = set(pids)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) in pids:
+                wanted.add(int(entry.name))
+    total = 0.0
+    for pid in wanted:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@dataclass
+class Calls:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, status: int, latency: float) -> None:
+        with self.lock:
+            self.latencies.append(latency)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    @property
+    def errors(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != 200)
+
+
+def call_many(
+    port: int, requests: list[tuple[str, str, bytes | None]], clients: int, on_status=None
+) -> tuple[float, Calls]:
+    """Send (method, path, body) requests from `clients` threads, each on a keep-alive connection."""
+    calls = Calls()
+    shares = [requests[i::clients] for i in range(clients)]
+
+    def run(share: list[tuple[str, str, bytes | None]]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Content-Type": "application/json"}
+        for index, (method, path, body) in enumerate(share):
+            started = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                status = 0
+            calls.add(status, time.perf_counter() - started)
+            if on_status is not None:
+                on_status(status, share, index)
+        conn.close()
+
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, calls
+
+
+def readings_for(prefix: str, count: int, devices: int, offset_seconds: int = 0) -> list[dict]:
+    """Distinct readings spread over devices and metrics, one second apart per series."""
+    readings = []
+    for n in range(count):
+        device = n % devices
+        metric = METRICS[(n // devices) % len(METRICS)]
+        step = n // (devices * len(METRICS))
+        moment = BASE_TIME + timedelta(seconds=offset_seconds + step)
+        readings.append(
+            {
+                "device_id": f"{prefix}-{device:04d}",
+                "metric_type": metric,
+                "value": round(random.uniform(0, 100), 3),
+                "timestamp": moment.isoformat(),
+            }
+        )
+    return readings
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.results: list[dict] = []
+        self.data_dir = Path(tempfile.mkdtemp(prefix="iot-bench-"))
+        os.environ.setdefault("DEMO_MODE", "true")
+        os.environ.setdefault("AUTH_ENABLED", "false")
+        os.environ["TRIGGER_BATCH_SIZE"] = str(args.batch_size)
+        self.stack = Stack(self.data_dir, args.port, args.workers, args.partitions)
+        self.settings: Settings | None = None
+
+    # -- the stack ------------------------------------------------------------------------------
+    def start(self) -> None:
+        print(f"# starting the stack in {self.data_dir}", file=sys.stderr)
+        self.stack.start_servers()
+        self.settings = self.stack.prepare()
+        self.stack.spawn(
+            "shim", "local.shim", "--port", str(self.args.port), "--workers", str(self.args.workers)
+        )
+        for n in range(self.args.consumers):
+            self.stack.spawn(f"trigger loop {n}", "local.trigger_loop")
+        self.stack.wait_healthy()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """One reading end to end, so the consumer group has joined before anything is timed."""
+        body = json.dumps({"device_id": "warmup", "metric_type": "power", "value": 1}).encode()
+        call_many(self.args.port, [("POST", "/api/device/data", body)], 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.count("warmup") >= 1:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the consumer did not store the warm-up reading within 60s")
+
+    def pids(self, prefix: str) -> list[int]:
+        return [process.pid for name, process in self.stack.children if name.startswith(prefix)]
+
+    def connect(self) -> psycopg.Connection:
+        s = self.settings
+        return psycopg.connect(
+            host=s.db_host,
+            port=s.db_port,
+            dbname=s.db_name,
+            user=s.db_user,
+            password=s.db_password,
+            autocommit=True,
+        )
+
+    def count(self, prefix: str) -> int:
+        with self.connect() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM reading WHERE device_id >= %s AND device_id < %s",
+                (prefix, prefix + "\x7f"),
+            ).fetchone()[0]
+
+    # -- 1. bulk ingest end to end -----------------------------------------------------------------
+    def bulk_ingest(self, total: int, devices: int, per_request: int, clients: int) -> list[dict]:
+        prefix = f"bulk{uuid.uuid4().hex[:6]}"
+        readings = readings_for(prefix, total, devices)
+        bodies = [
+            (
+                "POST",
+                "/api/device/data/bulk",
+                json.dumps({"readings": readings[i : i + per_request]}).encode(),
+            )
+            for i in range(0, total, per_request)
+        ]
+        expected_latest: dict[tuple[str, str], str] = {}
+        for r in readings:
+            key = (r["device_id"], r["metric_type"])
+            if r["timestamp"] > expected_latest.get(key, ""):
+                expected_latest[key] = r["timestamp"]
+        shim_cpu, consumer_cpu = cpu_seconds(self.pids("shim")), cpu_seconds(self.pids("trigger"))
+        started = time.perf_counter()
+        sent_in, calls = call_many(self.args.port, bodies, clients)
+        stored = self.wait_stored(prefix, total, timeout=max(120, total / 2000))
+        in_postgres = time.perf_counter() - started
+        self.wait_cached(expected_latest)
+        elapsed = time.perf_counter() - started
+        shim_cpu = cpu_seconds(self.pids("shim")) - shim_cpu
+        consumer_cpu = cpu_seconds(self.pids("trigger")) - consumer_cpu
+        emit(
+            {
+                "benchmark": "bulk_ingest_end_to_end",
+                "readings": total,
+                "devices": devices,
+                "per_request": per_request,
+                "clients": clients,
+                "readings_per_s": round(total / elapsed),
+                "seconds": round(elapsed, 2),
+                "seconds_until_in_postgres": round(in_postgres, 2),
+                "seconds_sending": round(sent_in, 2),
+                "request_errors": calls.errors,
+                "stored": stored,
+                "lost": total - stored,
+                "consumer_cpu_s_per_10k_readings": round(consumer_cpu / total * 10_000, 3),
+                "shim_cpu_ms_per_request": round(shim_cpu / len(bodies) * 1000, 3),
+            },
+            self.results,
+        )
+        return readings
+
+    def wait_stored(self, prefix: str, total: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        stored = self.count(prefix)
+        while stored < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+            stored = self.count(prefix)
+        return stored
+
+    def wait_cached(self, expected: dict[tuple[str, str], str], timeout: float = 60) -> None:
+        s = self.settings
+        client = redis.Redis(
+            host=s.redis_host, port=s.redis_port, db=s.redis_db, password=s.redis_password or None
+        )
+        keys = sorted(expected)
+        want = [int(datetime.fromisoformat(expected[k]).timestamp() * 1_000_000) for k in keys]
+        deadline = time.monotonic() + timeout
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for device, metric in keys:
+                pipe.hget(f"{s.redis_key_prefix}latest:{device}", metric)
+            got = [int(v.split(b"|")[0]) if v else 0 for v in pipe.execute()]
+            if got == want:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("Redis did not reach the expected latest values")
+            time.sleep(0.05)
+
+    # -- 2. single-reading ingest --------------------------------------------------------------------
+    def single_ingest(self, requests: int, clients: int) -> None:
+        prefix = f"single{uuid.uuid4().hex[:6]}"
+        bodies = [
+            ("POST", "/api/device/data", json.dumps(r).encode()) for r in readings_for(prefix, requests, 1000)
+        ]
+        elapsed, calls = call_many(self.args.port, bodies, clients)
+        stored = self.wait_stored(prefix, requests, timeout=120)
+        emit(
+            {
+                "benchmark": "single_reading_ingest",
+                "requests": requests,
+                "clients": clients,
+                "requests_per_s": round(requests / elapsed),
+                "p50_ms": round(percentile(calls.latencies, 0.5) * 1000, 2),
+                "p99_ms": round(percentile(calls.latencies, 0.99) * 1000, 2),
+                "errors": calls.errors,
+                "lost": requests - stored,
+            },
+            self.results,
+        )
+
+    # -- 3. queries on a big database ------------------------------------------------------------------
+    def top_up(self, prefix: str, devices: int, minimum: int) -> int:
+        """COPY older readings of the same devices until the table holds `minimum` rows."""
+        with self.connect() as conn:
+            have = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+            missing = max(0, minimum - have)
+            if missing:
+                rows = readings_for(prefix, missing, devices, offset_seconds=-10_000_000)
+                with conn.cursor().copy(
+                    "COPY reading (device_id, metric_type, value, timestamp) FROM STDIN"
+                ) as copy:
+                    for r in rows:
+                        copy.write_row((r["device_id"], r["metric_type"], r["value"], r["timestamp"]))
+                conn.execute("ANALYZE reading")
+            return conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+
+    def queries(self, prefix: str, devices: int, repeat: int) -> None:
+        ids = [f"{prefix}-{n:04d}" for n in range(devices)]
+        rows = self.top_up(prefix, devices, self.args.query_rows)
+        plans = {
+            "devices": [("GET", "/api/devices", None)] * max(20, repeat // 5),
+            "latest": [("GET", f"/api/device/{random.choice(ids)}/latest", None) for _ in range(repeat)],
+            "history_1000": [
+                ("GET", f"/api/device/{random.choice(ids)}/history?limit=1000", None) for _ in range(repeat)
+            ],
+        }
+        for name, requests in plans.items():
+            call_many(self.args.port, requests[:10], 1)  # warm caches and connections
+            _, calls = call_many(self.args.port, requests, 1)
+            emit(
+                {
+                    "benchmark": f"query_{name}",
+                    "rows_in_database": rows,
+                    "devices": devices,
+                    "requests": len(requests),
+                    "p50_ms": round(percentile(calls.latencies, 0.5) * 1000, 2),
+                    "p99_ms": round(percentile(calls.latencies, 0.99) * 1000, 2),
+                    "errors": calls.errors,
+                },
+                self.results,
+            )
+
+    # -- 4. COPY reference -------------------------------------------------------------------------------
+    def copy_reference(self, readings: list[dict]) -> None:
+        with self.connect() as conn:
+            conn.execute("DROP TABLE IF EXISTS reading_copy_reference")
+            conn.execute("CREATE TABLE reading_copy_reference (LIKE reading INCLUDING ALL)")
+            buffer = io.StringIO()
+            for r in readings:
+                buffer.write(f"{r['device_id']}\t{r['metric_type']}\t{r['value']}\t{r['timestamp']}\n")
+            started = time.perf_counter()
+            with conn.cursor().copy(
+                "COPY reading_copy_reference (device_id, metric_type, value, timestamp) FROM STDIN"
+            ) as copy:
+                copy.write(buffer.getvalue())
+            elapsed = time.perf_counter() - started
+            conn.execute("DROP TABLE reading_copy_reference")
+        end_to_end = next(r for r in self.results if r["benchmark"] == "bulk_ingest_end_to_end")[
+            "readings_per_s"
+        ]
+        per_s = round(len(readings) / elapsed)
+        emit(
+            {
+                "benchmark": "copy_reference",
+                "rows": len(readings),
+                "rows_per_s": per_s,
+                "end_to_end_share_of_copy": round(end_to_end / per_s, 3),
+            },
+            self.results,
+        )
+
+    # -- 5. the ingest handler's own CPU per request ---------------------------------------------------------
+    def handler_cpu(self, requests: int) -> None:
+        """Call the ingest function in this process, as FunctionGraph would, and count its CPU time."""
+        from common import runtime
+        from common.apig import build_event
+
+        from .context import LocalContext
+        from .functions import load_function
+
+        runtime.initialize(settings=self.settings)
+        ingest = load_function("ingest")
+        prefix = f"cpu{uuid.uuid4().hex[:6]}"
+        readings = readings_for(prefix, requests * 100, 1000)
+        events = {
+            "bulk_100": [
+                build_event(
+                    "POST",
+                    "/api/device/data/bulk",
+                    headers={"Content-Type": "application/json"},
+                    body=json.dumps({"readings": readings[i * 100 : (i + 1) * 100]}).encode(),
+                )
+                for i in range(requests)
+            ],
+            "single": [
+                build_event(
+                    "POST",
+                    "/api/device/data",
+                    headers={"Content-Type": "application/json"},
+                    body=json.dumps(readings[i]).encode(),
+                )
+                for i in range(requests)
+            ],
+        }
+        context = LocalContext("ingest")
+        for name, batch in events.items():
+            started = time.process_time()
+            for event in batch:
+                assert ingest.handler(event, context)["statusCode"] == 200
+            emit(
+                {
+                    "benchmark": f"ingest_handler_cpu_{name}",
+                    "requests": requests,
+                    "cpu_ms_per_request": round((time.process_time() - started) / requests * 1000, 3),
+                },
+                self.results,
+            )
+        runtime.reset()
+
+    # -- soak: sustained mixed load ------------------------------------------------------------------------
+    def soak(self, seconds: float, threads: int) -> None:
+        prefix = f"soak{uuid.uuid4().hex[:6]}"
+        accepted: set = set()
+        lock = threading.Lock()
+        calls = Calls()
+        stop = time.monotonic() + seconds
+
+        def worker(n: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.args.port, timeout=30)
+            step = 0
+            rng = random.Random(n)
+            while time.monotonic() < stop:
+                size = 1 if n % 2 else rng.randint(1, 100)
+                batch = [
+                    {
+                        "device_id": f"{prefix}-{n:02d}-{rng.randrange(50):02d}",
+                        "metric_type": rng.choice(METRICS),
+                        "value": round(rng.uniform(0, 100), 3),
+                        "timestamp": (BASE_TIME + timedelta(microseconds=step * 100 + i)).isoformat(),
+                    }
+                    for i in range(size)
+                ]
+                step += 1
+                path, body = (
+                    ("/api/device/data", batch[0])
+                    if size == 1
+                    else ("/api/device/data/bulk", {"readings": batch})
+                )
+                started = time.perf_counter()
+                try:
+                    conn.request(
+                        "POST",
+                        path,
+                        body=json.dumps(body).encode(),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    response = conn.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.args.port, timeout=30)
+                    status = 0
+                calls.add(status, time.perf_counter() - started)
+                if status == 200:
+                    with lock:
+                        accepted.update((r["device_id"], r["metric_type"], r["timestamp"]) for r in batch)
+            conn.close()
+
+        # Odd threads send single readings, even ones bulks of 1 to 100.
+        started = time.perf_counter()
+        workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        sending = time.perf_counter() - started
+        stored = self.wait_stored(prefix, len(accepted), timeout=120)
+        with self.connect() as conn:
+            distinct = conn.execute(
+                "SELECT count(DISTINCT (device_id, metric_type, timestamp)) FROM reading WHERE device_id >= %s AND device_id < %s",
+                (prefix, prefix + "\x7f"),
+            ).fetchone()[0]
+        emit(
+            {
+                "benchmark": "soak_mixed_load",
+                "seconds": round(sending, 1),
+                "threads": threads,
+                "requests": len(calls.latencies),
+                "errors": calls.errors,
+                "accepted_readings": len(accepted),
+                "stored_readings": stored,
+                "lost": len(accepted) - stored,
+                "duplicates": stored - distinct,
+                "requests_per_s": round(len(calls.latencies) / sending),
+                "readings_per_s": round(len(accepted) / sending),
+                "p50_ms": round(percentile(calls.latencies, 0.5) * 1000, 2),
+                "p99_ms": round(percentile(calls.latencies, 0.99) * 1000, 2),
+            },
+            self.results,
+        )
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def record(results: list[dict], mode: str, path: Path) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n## {stamp}: `{mode}`\n", f"Machine: {machine()}\n", "```json"]
+    lines += [json.dumps(r) for r in results]
+    lines += ["```\n"]
+    if not path.exists():
+        path.write_text(
+            "# Benchmarks\n\nRecorded by `make bench` (`python -m local.bench --record`); newest last.\n"
+        )
+    with path.open("a") as out:
+        out.write("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark the local service end to end.")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: finishes in under two minutes")
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="run only a sustained mixed load this long"
+    )
+    parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="shim worker processes")
+    parser.add_argument("--consumers", type=int, default=1, help="trigger loop processes")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=500, help="messages per consumer invocation")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--readings", type=int, help="bulk ingest readings (default 200,000; quick 50,000)")
+    parser.add_argument(
+        "--query-rows", type=int, default=1_000_000, help="rows in the database for the query benchmark"
+    )
+    args = parser.parse_args()
+
+    bench = Bench(args)
+    try:
+        bench.start()
+        if args.soak:
+            bench.soak(args.soak, threads=6)
+            mode = f"soak {args.soak:.0f}s"
+        else:
+            total = args.readings or (50_000 if args.quick else 200_000)
+            readings = bench.bulk_ingest(total, devices=1000, per_request=100, clients=args.clients)
+            bench.single_ingest(5_000 if args.quick else 20_000, clients=args.clients)
+            prefix = readings[0]["device_id"].rsplit("-", 1)[0]
+            bench.queries(prefix, devices=1000, repeat=200 if args.quick else 1000)
+            bench.copy_reference(readings)
+            bench.handler_cpu(300 if args.quick else 1000)
+            mode = "quick" if args.quick else "full"
+    finally:
+        bench.stop()
+    if args.record:
+        record(bench.results, mode, ROOT / "BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
