@@ -1,14 +1,14 @@
 """Redis: the latest value per (device, metric), as a cache of PostgreSQL's latest-value table.
 
 Layout (``prefix`` defaults to ``iot:``):
-- ``{prefix}latest:{device_id}``: a hash, metric -> ``"<epoch microseconds>|<value>"``
-- ``{prefix}devices``: the set of device ids
+- ``{prefix}latest``: one hash, ``"<device_id> <metric>"`` -> ``"<epoch microseconds>|<value>|<ISO time>"``
+  (device ids cannot contain spaces), so every device's latest values come back in one round trip
 - ``{prefix}ready``: present once the cache holds everything PostgreSQL had when it was built
 
 Writes go through one Lua script, so comparing and replacing is atomic and an older reading never
 replaces a newer one, whatever order the consumers deliver them in. When ``ready`` is missing
-(Redis restarted, or was flushed, or a write to it failed) the next reader rebuilds it from
-PostgreSQL; until then reads fall back to PostgreSQL.
+(Redis restarted, or was flushed, or this process saw Redis fail) the next reader rebuilds it from
+PostgreSQL; until then, and while Redis is down, reads fall back to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .errors import ServiceUnavailable
-from .readings import Reading
+from .readings import MetricType, Reading
 from .settings import Settings
 from .store import LatestValue
 
@@ -31,18 +31,16 @@ log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-# KEYS[1]: devices set; KEYS[1 + i]: hash of reading i.  ARGV: device, metric, micros, value per reading.
+# KEYS[1]: the latest hash.  ARGV: field, micros, "value|ISO time" for each reading.
 _PUT_NEWER = """
 local moved = 0
-for i = 2, #KEYS do
-  local a = (i - 2) * 4
-  local micros = tonumber(ARGV[a + 3])
-  local current = redis.call('HGET', KEYS[i], ARGV[a + 2])
+for a = 1, #ARGV, 3 do
+  local micros = tonumber(ARGV[a + 1])
+  local current = redis.call('HGET', KEYS[1], ARGV[a])
   if (not current) or tonumber(string.match(current, '^[^|]+')) < micros then
-    redis.call('HSET', KEYS[i], ARGV[a + 2], ARGV[a + 3] .. '|' .. ARGV[a + 4])
+    redis.call('HSET', KEYS[1], ARGV[a], ARGV[a + 1] .. '|' .. ARGV[a + 2])
     moved = moved + 1
   end
-  redis.call('SADD', KEYS[1], ARGV[a + 1])
 end
 return moved
 """
@@ -60,10 +58,6 @@ class CacheUnavailable(ServiceUnavailable):
 def _micros(moment: datetime) -> int:
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, timezone.utc).replace(microsecond=micros % 1_000_000)
 
 
 class LatestCache:
@@ -109,12 +103,9 @@ class LatestCache:
             self._script = self._client.register_script(_PUT_NEWER)
         return self._client
 
-    def _key(self, device_id: str) -> str:
-        return f"{self.prefix}latest:{device_id}"
-
     @property
-    def _devices_key(self) -> str:
-        return f"{self.prefix}devices"
+    def _latest_key(self) -> str:
+        return f"{self.prefix}latest"
 
     @property
     def _ready_key(self) -> str:
@@ -136,12 +127,10 @@ class LatestCache:
         items = list(newest.items())
         moved = 0
         for start in range(0, len(items), _CHUNK):
-            chunk = items[start : start + _CHUNK]
-            keys = [self._devices_key] + [self._key(device_id) for (device_id, _), _ in chunk]
             args: list = []
-            for (device_id, metric), (value, moment) in chunk:
-                args += [device_id, metric, _micros(moment), repr(float(value))]
-            moved += self._script(keys=keys, args=args)
+            for (device_id, metric), (value, moment) in items[start : start + _CHUNK]:
+                args += [f"{device_id} {metric}", _micros(moment), f"{float(value)!r}|{moment.isoformat()}"]
+            moved += self._script(keys=[self._latest_key], args=args)
         return moved
 
     def put_readings(self, readings: Sequence[Reading]) -> int:
@@ -158,7 +147,7 @@ class LatestCache:
 
     def rebuild(self, latest: Sequence[LatestValue]) -> None:
         """Load PostgreSQL's latest values (merging with anything newer already cached)."""
-        self._put((v.device_id, v.metric_type, v.value, v.timestamp) for v in latest)
+        self._put((v.device_id, v.metric_type, v.value, datetime.fromisoformat(v.timestamp)) for v in latest)
         self.client.set(self._ready_key, "1")
 
     def clear(self) -> None:
@@ -174,25 +163,26 @@ class LatestCache:
         return bool(client.exists(self._ready_key))
 
     @staticmethod
-    def _decode(device_id: str, fields: dict) -> list[LatestValue]:
-        values = []
-        for metric, entry in sorted(fields.items()):
-            micros, _, value = entry.decode().partition("|")
-            values.append(LatestValue(device_id, metric.decode(), float(value), _from_micros(int(micros))))
-        return values
+    def _value(device_id: str, metric: str, entry: bytes) -> LatestValue:
+        _, value, moment = entry.decode().split("|", 2)
+        return LatestValue(device_id, metric, float(value), moment)
 
     def latest(self, device_id: str) -> list[LatestValue]:
-        return self._decode(device_id, self.client.hgetall(self._key(device_id)))
+        """One device's latest values, ordered by metric."""
+        metrics = sorted(MetricType.names())
+        entries = self.client.hmget(self._latest_key, [f"{device_id} {metric}" for metric in metrics])
+        return [
+            self._value(device_id, metric, entry)
+            for metric, entry in zip(metrics, entries, strict=True)
+            if entry is not None
+        ]
 
     def all_latest(self) -> list[LatestValue]:
-        client = self.client
-        device_ids = sorted(member.decode() for member in client.smembers(self._devices_key))
-        pipe = client.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hgetall(self._key(device_id))
+        """Every latest value, ordered by device and metric."""
         values = []
-        for device_id, fields in zip(device_ids, pipe.execute(), strict=True):
-            values.extend(self._decode(device_id, fields))
+        for field, entry in sorted(self.client.hgetall(self._latest_key).items()):
+            device_id, _, metric = field.decode().partition(" ")
+            values.append(self._value(device_id, metric, entry))
         return values
 
     def ping(self) -> None:

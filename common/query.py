@@ -44,11 +44,11 @@ def latest_values(runtime: Runtime, device_id: str | None = None) -> list[Latest
 
 
 def _metrics(values: Sequence[LatestValue]) -> dict:
-    return {v.metric_type: {"value": v.value, "timestamp": format_timestamp(v.timestamp)} for v in values}
+    return {v.metric_type: {"value": v.value, "timestamp": v.timestamp} for v in values}
 
 
 def _last_updated(values: Sequence[LatestValue]) -> str | None:
-    return format_timestamp(max(v.timestamp for v in values)) if values else None
+    return max(v.timestamp for v in values) if values else None
 
 
 def list_devices(request: ApigRequest) -> dict:
@@ -79,10 +79,7 @@ def device_latest(request: ApigRequest, device_id: str) -> dict:
         raise NotFound("Device not found")
     return {
         "device_id": device_id,
-        "data": [
-            {"metric_type": v.metric_type, "value": v.value, "timestamp": format_timestamp(v.timestamp)}
-            for v in values
-        ],
+        "data": [{"metric_type": v.metric_type, "value": v.value, "timestamp": v.timestamp} for v in values],
         "metrics": _metrics(values),
         "last_updated": _last_updated(values),
     }

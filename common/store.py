@@ -104,12 +104,15 @@ def _storable(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LatestValue:
+    """A latest value as the API shows it. ``timestamp`` is ISO-8601 UTC text (``isoformat()``):
+    strings of that one shape sort in time order, so they need no parsing to be compared."""
+
     device_id: str
     metric_type: str
     value: float
-    timestamp: datetime
+    timestamp: str
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class ReadingStore:
             password=s.db_password,
             connect_timeout=s.connect_timeout,
             application_name="iot-metrics",
+            # timestamptz values come back in the session's time zone: UTC, as the API shows them
+            options="-c timezone=UTC",
         )
 
     @property
@@ -281,7 +286,9 @@ class ReadingStore:
             sql += " WHERE device_id = %s"
             params = (device_id,)
         sql += " ORDER BY device_id, metric_type"
-        return self._run(lambda conn: [LatestValue(*row) for row in conn.execute(sql, params)])
+        return self._run(
+            lambda conn: [LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(sql, params)]
+        )
 
     def history(
         self, device_id: str, metric_type: str | None, limit: int

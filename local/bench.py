@@ -269,7 +269,7 @@ class Bench:
         while True:
             pipe = client.pipeline(transaction=False)
             for device, metric in keys:
-                pipe.hget(f"{s.redis_key_prefix}latest:{device}", metric)
+                pipe.hget(f"{s.redis_key_prefix}latest", f"{device} {metric}")
             got = [int(v.split(b"|")[0]) if v else 0 for v in pipe.execute()]
             if got == want:
                 return

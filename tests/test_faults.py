@@ -204,7 +204,7 @@ def test_redis_down_then_back_empty(own):
         return (
             status == 200
             and client.exists("faults:ready")
-            and client.hget(f"faults:latest:{device}", "power")
+            and client.hget("faults:latest", f"{device} power")
         )
 
     wait_for(cache_rebuilt, timeout=20, interval=0.5)
@@ -240,11 +240,11 @@ def test_redis_frozen_then_back_with_stale_data_is_corrected(own):
     wait_for(fresh, timeout=20, interval=0.5)
     client = redis.Redis(port=servers.redis.port)
     wait_for(
-        lambda: client.hget(f"faults:latest:{device}", "power") and client.exists("faults:ready"),
+        lambda: client.hget("faults:latest", f"{device} power") and client.exists("faults:ready"),
         timeout=20,
         interval=0.5,
     )
-    assert client.hget(f"faults:latest:{device}", "power").decode().endswith("|2.0")
+    assert client.hget("faults:latest", f"{device} power").decode().split("|")[1] == "2.0"
     assert_exactly_once(servers.env, device, ledger)
 
 

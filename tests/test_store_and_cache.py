@@ -65,7 +65,7 @@ def test_latest_only_moves_forward_and_late_readings_are_history(runtime: Runtim
     runtime.store.store([r(value=10, minutes=5)])
     runtime.store.store([r(value=99, minutes=1)])  # late
     latest = runtime.store.latest("dev-1")
-    assert [(v.value, v.timestamp) for v in latest] == [(10.0, T0 + timedelta(minutes=5))]
+    assert [(v.value, v.timestamp) for v in latest] == [(10.0, (T0 + timedelta(minutes=5)).isoformat())]
     history = runtime.store.history("dev-1", None, 10)
     assert [row[1] for row in history] == [10.0, 99.0]
 
@@ -99,7 +99,9 @@ def test_cache_never_lets_an_older_reading_replace_a_newer_one(runtime: Runtime)
     assert cache.put_readings([r(value=5, minutes=5), r(device="dev-2", value=7)]) == 2
     assert cache.put_readings([r(value=1, minutes=1)]) == 0
     assert cache.put_readings([r(value=6, minutes=6), r(value=4, minutes=4)]) == 1
-    assert [(v.value, v.timestamp) for v in cache.latest("dev-1")] == [(6.0, T0 + timedelta(minutes=6))]
+    assert [(v.value, v.timestamp) for v in cache.latest("dev-1")] == [
+        (6.0, (T0 + timedelta(minutes=6)).isoformat())
+    ]
     assert {v.device_id for v in cache.all_latest()} == {"dev-1", "dev-2"}
 
 
@@ -151,3 +153,9 @@ def test_stats_count_devices_todays_readings_and_rejections(runtime: Runtime):
     stats = runtime.store.stats()
     assert stats["devices"] == 2 and stats["rejected_messages"] == 1
     assert stats["readings_today"] in (1, 2)  # both unless the test straddles midnight UTC
+
+
+def test_timestamps_sort_as_text_in_time_order():
+    # latest values compare ISO texts; isoformat() leaves out a zero fraction, and must still sort right
+    moments = [T0, T0 + timedelta(microseconds=1), T0 + timedelta(seconds=1), T0 + timedelta(days=400)]
+    assert sorted(m.isoformat() for m in reversed(moments)) == [m.isoformat() for m in moments]
