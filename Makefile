@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint clean install
+.PHONY: run test lint clean install demo-data compose-config chromium vendor-js dashboard-screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,40 @@ run: $(STAMP)
 	$(PY) -m local.run
 
 ## Run the test suite against real servers (embedded unless the environment names others)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
+
+## Send sample readings to a running service (`make run`, or URL=http://localhost for docker compose):
+##   make demo-data DEVICES=20 METRICS=6 ITERATIONS=120 URL=http://127.0.0.1:8080 TOKEN=<access token>
+## Plain `=`: a TOKEN or URL in your shell's environment is not picked up by accident.
+DEVICES    = 10
+METRICS    = 6
+ITERATIONS = 60
+URL        = http://127.0.0.1:8080
+TOKEN      =
+# The generator needs only the standard library: no virtual environment required.
+DEMO_PY    = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+# The token travels in the environment (IOT_TOKEN), so it is neither echoed here nor visible in ps.
+demo-data:
+	@echo "$(DEMO_PY) scripts/generate_data.py $(DEVICES) $(METRICS) $(ITERATIONS) --url $(URL)$(if $(TOKEN), (token from TOKEN))"
+	@IOT_TOKEN='$(TOKEN)' $(DEMO_PY) scripts/generate_data.py $(DEVICES) $(METRICS) $(ITERATIONS) --url $(URL)
+
+## Check docker-compose.yml with Docker's own parser (needs the docker compose plugin, not an engine)
+compose-config:
+	docker compose config --quiet && echo "docker-compose.yml is valid"
+
+## Debian's chromium for the dashboard's browser tests (apt-get when missing; nothing if present)
+chromium:
+	@sh scripts/ensure-chromium.sh
+
+## Re-fetch the dashboard's chart library (uPlot) from npm and check it against its recorded sha256s
+vendor-js:
+	bash scripts/vendor-js.sh
+
+## Regenerate docs/dashboard-overview.png and docs/dashboard-device.png with a day of demo data
+dashboard-screenshots: $(STAMP) chromium
+	$(PY) scripts/dashboard_screenshots.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -28,3 +60,19 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache test-artifacts
+
+## Build dist/<function>.zip and dist/deps.zip for FunctionGraph (Python3.10, Linux x86-64), reproducibly
+.PHONY: package deploy deploy-dry-run checkov
+package: $(STAMP)
+	$(PY) -m deploy package --dist dist
+
+## Push dist/ to FunctionGraph with the SDK (HUAWEICLOUD_* credentials; ARGS="--alias live" etc.)
+deploy: package
+	$(PY) -m deploy deploy --dist dist $(ARGS)
+
+deploy-dry-run: package
+	$(PY) -m deploy deploy --dist dist --dry-run $(ARGS)
+
+## checkov with our Huawei Cloud checks (its own virtualenv under build/, created on first use)
+checkov: $(STAMP)
+	$(PY) scripts/checkov.py

@@ -1,4 +1,9 @@
-"""Dashboard function: the static dashboard (the same files can be served from OBS)."""
+"""Dashboard function: the static dashboard (the same files can be served from OBS).
+
+Routes: ``/`` (overview), ``/device/{device_id}`` and ``/device.html?id=`` (device page: the second
+form is the one that also exists on an OBS static website), ``/static/{name}`` (assets). The key
+layout for OBS is in docs/dashboard.md and scripts/dashboard_site.py.
+"""
 
 from pathlib import Path
 
@@ -10,6 +15,7 @@ site = StaticSite(Path(__file__).parent / "static")
 app = Router()
 app.get("/")(site.page)
 app.get("/device/{device_id}")(site.device_page)
+app.get("/device.html")(site.device_page)  # the device page's name on an OBS static website
 app.get("/static/{name}")(site.asset)
 
 

@@ -1,93 +1,362 @@
-// The plain dashboard: fetches the JSON API and renders tables, refreshing in place.
+// IoT dashboard, shared part: configuration, the API client, formatting, the refresh loop and the
+// connection indicator. overview.js and device.js build the two pages on top of it. No framework and
+// no build step: the files are served as they are, by the dashboard function or from an OBS bucket.
 (function () {
   "use strict";
-  var config = window.IOT_CONFIG || {};
-  var base = (config.apiBase || "").replace(/\/$/, "");
-  var every = Math.max(1, Number(config.refreshSeconds) || 5) * 1000;
-  var units = { temperature: "°C", humidity: "%", pressure: "hPa", voltage: "V", current: "A", power: "W" };
 
-  function getJson(path) {
-    return fetch(base + path, { headers: { Accept: "application/json" } }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        if (!response.ok) { throw new Error(body.error || ("HTTP " + response.status)); }
-        return body;
-      });
-    });
+  const DEFAULTS = {
+    apiBase: "",
+    refreshSeconds: 5,
+    staleAfterSeconds: 300,
+    offlineAfterSeconds: 3600,
+    historyLimit: 1000,
+    recentReadings: 50,
+    defaultWindow: "day",
+  };
+
+  function positive(value, fallback, min, max) {
+    const number = Number(value);
+    if (!Number.isFinite(number) || number < min) return fallback;
+    return Math.min(number, max);
   }
 
-  function cell(text) { var td = document.createElement("td"); td.textContent = text; return td; }
-  function when(iso) { return iso ? new Date(iso).toLocaleString() : "–"; }
-  function show(value, metric) { return String(value) + (units[metric] ? " " + units[metric] : ""); }
-  function status(text, isError) {
-    var node = document.getElementById("status");
-    node.textContent = text;
-    node.className = "status" + (isError ? " error" : "");
+  const given = window.IOT_CONFIG || {};
+  const config = {
+    apiBase: String(given.apiBase || "").trim().replace(/\/+$/, ""),
+    refreshSeconds: positive(given.refreshSeconds, DEFAULTS.refreshSeconds, 1, 3600),
+    staleAfterSeconds: positive(given.staleAfterSeconds, DEFAULTS.staleAfterSeconds, 1, 1e9),
+    offlineAfterSeconds: positive(given.offlineAfterSeconds, DEFAULTS.offlineAfterSeconds, 1, 1e9),
+    historyLimit: Math.round(positive(given.historyLimit, DEFAULTS.historyLimit, 1, 1000)),
+    recentReadings: Math.round(positive(given.recentReadings, DEFAULTS.recentReadings, 1, 1000)),
+    defaultWindow: ["hour", "day", "week"].includes(given.defaultWindow) ? given.defaultWindow : DEFAULTS.defaultWindow,
+  };
+  if (config.offlineAfterSeconds < config.staleAfterSeconds) config.offlineAfterSeconds = config.staleAfterSeconds;
+
+  // ---- metrics ---------------------------------------------------------------------------------
+  const METRICS = {
+    temperature: { label: "Temperature", unit: "°C", color: "#e8590c" },
+    humidity: { label: "Humidity", unit: "%", color: "#1c7ed6" },
+    pressure: { label: "Pressure", unit: "hPa", color: "#7048e8" },
+    voltage: { label: "Voltage", unit: "V", color: "#e67700" },
+    current: { label: "Current", unit: "A", color: "#0ca678" },
+    power: { label: "Power", unit: "W", color: "#d6336c" },
+  };
+  const METRIC_ORDER = Object.keys(METRICS);
+
+  function metricInfo(metric) {
+    return METRICS[metric] || { label: metric.charAt(0).toUpperCase() + metric.slice(1), unit: "", color: "#495057" };
   }
-  function poll(load) {
-    function tick() {
-      load().then(function () { status("Updated " + new Date().toLocaleTimeString()); })
-        .catch(function (error) { status("Cannot reach the API: " + error.message, true); })
-        .then(function () { setTimeout(tick, every); });
+
+  function sortMetrics(metrics) {
+    const rank = (m) => (METRIC_ORDER.includes(m) ? METRIC_ORDER.indexOf(m) : METRIC_ORDER.length);
+    return Array.from(new Set(metrics)).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  }
+
+  // ---- formatting ------------------------------------------------------------------------------
+  const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 3 });
+  const axisFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+  const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  });
+  const fullDateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" });
+  const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+
+  function formatNumber(value) {
+    return typeof value === "number" && Number.isFinite(value) ? numberFormat.format(value) : String(value);
+  }
+
+  function formatValue(value, metric) {
+    const unit = metricInfo(metric).unit;
+    return formatNumber(value) + (unit ? " " + unit : "");
+  }
+
+  function parseTime(iso) {
+    const ms = iso ? Date.parse(iso) : NaN;
+    return Number.isFinite(ms) ? ms : null;
+  }
+
+  // "27 Nov, 14:03:05" (in the reader's locale and time zone); the full form goes in tooltips.
+  function formatDateTime(ms) {
+    return ms == null ? "–" : dateTimeFormat.format(new Date(ms));
+  }
+
+  function formatFullDateTime(ms) {
+    return ms == null ? "–" : fullDateTimeFormat.format(new Date(ms));
+  }
+
+  function formatClock(ms) {
+    return timeFormat.format(new Date(ms));
+  }
+
+  function formatDuration(seconds) {
+    if (seconds < 60) return Math.round(seconds) + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min";
+    if (seconds < 86400) {
+      const hours = Math.floor(seconds / 3600);
+      const minutes = Math.floor((seconds % 3600) / 60);
+      return hours + " h" + (minutes && hours < 10 ? " " + minutes + " min" : "");
     }
+    return Math.floor(seconds / 86400) + " d";
+  }
+
+  function ago(ms, now = Date.now()) {
+    if (ms == null) return "never";
+    const seconds = (now - ms) / 1000;
+    if (seconds < -60) return "in " + formatDuration(-seconds) + " (device clock ahead)";
+    if (seconds < 5) return "just now";
+    return formatDuration(seconds) + " ago";
+  }
+
+  const STATUS_RANK = { online: 0, stale: 1, offline: 2, unknown: 3 };
+  const STATUS_LABEL = { online: "Online", stale: "Stale", offline: "Offline", unknown: "No data" };
+
+  function deviceStatus(lastMs, now = Date.now()) {
+    if (lastMs == null) return "unknown";
+    const silent = (now - lastMs) / 1000;
+    if (silent > config.offlineAfterSeconds) return "offline";
+    if (silent > config.staleAfterSeconds) return "stale";
+    return "online";
+  }
+
+  function setStatusBadge(node, status, lastMs) {
+    node.className = "badge badge-" + status;
+    node.textContent = STATUS_LABEL[status];
+    node.dataset.status = status;
+    node.title =
+      status === "online" ? "Reported within the last " + formatDuration(config.staleAfterSeconds)
+        : status === "stale" ? "Silent for more than " + formatDuration(config.staleAfterSeconds)
+          : status === "offline" ? "Silent for more than " + formatDuration(config.offlineAfterSeconds)
+            : "No reading yet";
+    if (lastMs != null) node.title += " (last reading " + formatFullDateTime(lastMs) + ")";
+  }
+
+  // A <time> element whose "… ago" text the clock below keeps current.
+  function setSince(node, ms) {
+    const value = ms == null ? "" : String(ms);
+    if (node.dataset.since !== value) {
+      node.dataset.since = value;
+      node.title = formatFullDateTime(ms);
+      if (ms != null) node.dateTime = new Date(ms).toISOString();
+    }
+    setText(node, ago(ms));
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function element(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      if (value == null || value === false) continue;
+      if (name === "class") node.className = value;
+      else if (name === "dataset") Object.assign(node.dataset, value);
+      else if (name === "text") node.textContent = value;
+      else node.setAttribute(name, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child != null) node.append(child);
+    }
+    return node;
+  }
+
+  // ---- the API ---------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function apiUrl(path) {
+    return config.apiBase + path;
+  }
+
+  // Plain GETs with only an Accept header: "simple" CORS requests, so no preflight is needed when the
+  // pages come from another origin (an OBS website calling APIG).
+  async function getJson(path) {
+    const controller = new AbortController();
+    const timeout = setTimeout(() => controller.abort(), 15000);
+    let response;
+    try {
+      response = await fetch(apiUrl(path), {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+        signal: controller.signal,
+      });
+    } catch (error) {
+      throw new ApiError(
+        error.name === "AbortError" ? "no answer within 15 s" : "the API could not be reached (network or CORS error)",
+        0,
+      );
+    } finally {
+      clearTimeout(timeout);
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!response.ok) {
+      throw new ApiError((body && body.error) || "HTTP " + response.status + " " + response.statusText, response.status);
+    }
+    if (body === null || typeof body !== "object") {
+      throw new ApiError("the answer is not JSON; is apiBase in config.js the API's URL?", response.status);
+    }
+    return body;
+  }
+
+  function describeApi() {
+    return config.apiBase || window.location.origin;
+  }
+
+  // The absolute URL of an API path, for showing to people.
+  function absoluteApiUrl(path) {
+    return describeApi() + path;
+  }
+
+  // ---- the refresh loop and the connection indicator --------------------------------------------
+  const connection = { lastSuccess: null, failures: 0 };
+
+  function showConnection(state, error) {
+    const pill = document.getElementById("connection");
+    const banner = document.getElementById("error-banner");
+    if (state === "ok") {
+      connection.lastSuccess = Date.now();
+      connection.failures = 0;
+      if (pill) {
+        pill.className = "connection connection-ok";
+        pill.dataset.state = "ok";
+        setText(pill, "Live · updated " + formatClock(connection.lastSuccess));
+      }
+      if (banner) banner.hidden = true;
+      const noData = document.getElementById("no-data");
+      if (noData) noData.hidden = true;
+      return;
+    }
+    connection.failures += 1;
+    if (!connection.lastSuccess) {
+      // Not loading any more: waiting for an API that does not answer (the banner says why).
+      const loading = document.getElementById("loading");
+      const noData = document.getElementById("no-data");
+      if (loading) loading.hidden = true;
+      if (noData) noData.hidden = false;
+    }
+    if (pill) {
+      pill.className = "connection connection-error";
+      pill.dataset.state = "error";
+      setText(pill, "API unreachable");
+    }
+    if (banner) {
+      const since = connection.lastSuccess
+        ? "The values below are from " + formatClock(connection.lastSuccess) + "."
+        : "Nothing could be loaded yet: check that apiBase in config.js points at the API (now: " +
+          (config.apiBase ? "“" + config.apiBase + "”" : "the page's own origin") + ").";
+      banner.replaceChildren(
+        element("strong", { text: "Cannot load data from " + describeApi() + ": " }),
+        document.createTextNode(error.message + ". " + since + " Retrying every " + config.refreshSeconds + " s."),
+      );
+      banner.hidden = false;
+    }
+  }
+
+  // Runs ``load`` now and then every refreshSeconds after the previous run finished; skips while the
+  // tab is hidden and catches up when it is shown again. Returns { now() } to refresh at once.
+  function poll(load) {
+    let timer = null;
+    let running = false;
+    let again = false;
+    async function tick() {
+      clearTimeout(timer);
+      if (running) {
+        again = true;
+        return;
+      }
+      if (document.hidden) {
+        timer = setTimeout(tick, config.refreshSeconds * 1000);
+        return;
+      }
+      running = true;
+      try {
+        await load();
+        showConnection("ok");
+      } catch (error) {
+        if (!(error instanceof ApiError)) console.error(error);
+        showConnection("error", error);
+      } finally {
+        running = false;
+        timer = setTimeout(tick, again ? 0 : config.refreshSeconds * 1000);
+        again = false;
+      }
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) tick();
+    });
     tick();
+    return { now: tick };
   }
 
-  function overview() {
-    poll(function () {
-      return getJson("/api/devices").then(function (body) {
-        var table = document.getElementById("devices");
-        var rows = document.createDocumentFragment();
-        body.devices.forEach(function (device) {
-          var tr = document.createElement("tr");
-          tr.dataset.deviceId = device.device_id;
-          var name = document.createElement("td");
-          var link = document.createElement("a");
-          link.href = "/device/" + encodeURIComponent(device.device_id);
-          link.textContent = device.device_id;
-          name.appendChild(link);
-          var metrics = document.createElement("td");
-          Object.keys(device.metrics).sort().forEach(function (metric) {
-            var span = document.createElement("span");
-            span.className = "metric";
-            span.dataset.metric = metric;
-            span.innerHTML = "<b></b> ";
-            span.firstChild.textContent = metric + ":";
-            span.appendChild(document.createTextNode(show(device.metrics[metric].value, metric)));
-            metrics.appendChild(span);
-          });
-          tr.append(name, metrics, cell(when(device.last_updated)));
-          rows.appendChild(tr);
-        });
-        table.tBodies[0].replaceChildren(rows);
-        table.hidden = body.devices.length === 0;
-        document.getElementById("empty").hidden = body.devices.length !== 0;
-      });
-    });
+  // Keeps every "… ago" text current between refreshes.
+  setInterval(() => {
+    const now = Date.now();
+    for (const node of document.querySelectorAll("[data-since]")) {
+      const ms = node.dataset.since === "" ? null : Number(node.dataset.since);
+      setText(node, ago(ms, now));
+    }
+  }, 1000);
+
+  // Reading and writing the page's own query string (filters survive a reload and the back button).
+  function readQuery() {
+    return new URLSearchParams(window.location.search);
   }
 
-  function device(deviceId) {
-    document.getElementById("title").textContent = deviceId;
-    document.title = deviceId + " · IoT devices";
-    var path = "/api/device/" + encodeURIComponent(deviceId);
-    poll(function () {
-      return Promise.all([getJson(path + "/latest"), getJson(path + "/history?limit=50")]).then(function (both) {
-        var latest = document.createDocumentFragment();
-        both[0].data.forEach(function (item) {
-          var tr = document.createElement("tr");
-          tr.append(cell(item.metric_type), cell(show(item.value, item.metric_type)), cell(when(item.timestamp)));
-          latest.appendChild(tr);
-        });
-        document.querySelector("#latest tbody").replaceChildren(latest);
-        var history = document.createDocumentFragment();
-        both[1].data.forEach(function (item) {
-          var tr = document.createElement("tr");
-          tr.append(cell(when(item.timestamp)), cell(item.metric_type), cell(show(item.value, item.metric_type)));
-          history.appendChild(tr);
-        });
-        document.querySelector("#history tbody").replaceChildren(history);
-      });
-    });
+  function writeQuery(values) {
+    const params = readQuery();
+    for (const [key, value] of Object.entries(values)) {
+      if (value == null || value === "") params.delete(key);
+      else params.set(key, value);
+    }
+    const query = params.toString();
+    const url = window.location.pathname + (query ? "?" + query : "") + window.location.hash;
+    if (url !== window.location.pathname + window.location.search + window.location.hash) {
+      window.history.replaceState(window.history.state, "", url);
+    }
   }
 
-  window.IotDashboard = { overview: overview, device: device };
+  // Links between the pages work from the dashboard function and from a plain static website (OBS),
+  // where only real files exist: device.html?id=... rather than /device/<id>.
+  function deviceHref(deviceId) {
+    return "/device.html?id=" + encodeURIComponent(deviceId);
+  }
+
+  window.IotDashboard = Object.assign(window.IotDashboard || {}, {
+    config,
+    METRICS,
+    STATUS_RANK,
+    STATUS_LABEL,
+    ApiError,
+    metricInfo,
+    sortMetrics,
+    formatNumber,
+    formatValue,
+    axisFormat,
+    formatDateTime,
+    formatFullDateTime,
+    formatDuration,
+    parseTime,
+    ago,
+    deviceStatus,
+    setStatusBadge,
+    setSince,
+    setText,
+    element,
+    getJson,
+    apiUrl,
+    absoluteApiUrl,
+    poll,
+    readQuery,
+    writeQuery,
+    deviceHref,
+  });
 })();

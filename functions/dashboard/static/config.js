@@ -1,4 +1,15 @@
-// Where the dashboard finds the API. Empty means "the same origin as this page" (the shim, or the
-// dashboard function behind APIG). From an OBS static website set the APIG URL, e.g.
-// window.IOT_CONFIG = { apiBase: "https://<group>.apic.<region>.huaweicloudapis.com" };
-window.IOT_CONFIG = { apiBase: "", refreshSeconds: 5 };
+// Dashboard configuration: the only file to edit when the pages are deployed somewhere new.
+//
+// apiBase: where the JSON API lives. "" means the same origin as the page (the local shim, or the
+//   dashboard function behind the same APIG group). For an OBS static website, the APIG URL, e.g.
+//   "https://0123456789abcdef.apic.cn-north-4.huaweicloudapis.com" (no trailing slash needed).
+// Every other key is optional; app.js has the defaults shown here.
+window.IOT_CONFIG = {
+  apiBase: "",
+  refreshSeconds: 5, // how often both pages refresh in place
+  staleAfterSeconds: 300, // silent longer than this: marked "Stale"
+  offlineAfterSeconds: 3600, // silent longer than this: marked "Offline"
+  historyLimit: 1000, // readings per metric fetched for the charts (the API's maximum is 1000)
+  recentReadings: 50, // rows in the device page's table of recent readings
+  defaultWindow: "day", // the device page's initial chart window: "hour", "day" or "week"
+};

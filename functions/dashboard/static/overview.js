@@ -1,0 +1,265 @@
+// The overview page: every device with its latest value per metric, its status and counts.
+// Rows are keyed by device and updated in place, so refreshing keeps the scroll position, the
+// filters, the sort order and any text selection.
+(function () {
+  "use strict";
+  const D = window.IotDashboard;
+
+  D.overview = function overview() {
+    const table = document.getElementById("devices");
+    const headRow = table.tHead.rows[0];
+    const body = table.tBodies[0];
+    const search = document.getElementById("search");
+    const statusFilter = document.getElementById("status-filter");
+    const sortSelect = document.getElementById("sort");
+    const rows = new Map(); // device id -> <tr>
+    let devices = [];
+    let columns = null; // metric columns, in order
+    let loaded = false;
+
+    const query = D.readQuery();
+    search.value = query.get("q") || "";
+    statusFilter.value = ["online", "stale", "offline", "problem"].includes(query.get("status")) ? query.get("status") : "";
+    const sort = parseSort(query.get("sort")) || { key: "device", dir: 1 };
+
+    document.getElementById("thresholds").textContent =
+      "Stale after " + D.formatDuration(D.config.staleAfterSeconds) + " without a reading, offline after " +
+      D.formatDuration(D.config.offlineAfterSeconds) + ". Refreshes every " + D.config.refreshSeconds + " s.";
+    document.getElementById("ingest-url").textContent = D.absoluteApiUrl("/api/device/data");
+
+    function parseSort(text) {
+      const match = /^([\w-]+):(asc|desc)$/.exec(text || "");
+      return match ? { key: match[1], dir: match[2] === "asc" ? 1 : -1 } : null;
+    }
+
+    function sortName(key) {
+      if (key === "device") return "Device ID";
+      if (key === "status") return "Status";
+      if (key === "last") return "Last reported";
+      return D.metricInfo(key).label;
+    }
+
+    function sortOptions() {
+      const options = [
+        ["device:asc", "Device ID, A–Z"],
+        ["device:desc", "Device ID, Z–A"],
+        ["status:desc", "Problems first"],
+        ["last:desc", "Most recently reported"],
+        ["last:asc", "Least recently reported"],
+      ];
+      for (const metric of columns || []) {
+        const label = D.metricInfo(metric).label;
+        options.push([metric + ":desc", label + ", highest first"], [metric + ":asc", label + ", lowest first"]);
+      }
+      const current = sort.key + ":" + (sort.dir > 0 ? "asc" : "desc");
+      if (!options.some(([value]) => value === current)) {
+        options.push([current, sortName(sort.key) + (sort.dir > 0 ? ", ascending" : ", descending")]);
+      }
+      sortSelect.replaceChildren(...options.map(([value, text]) => D.element("option", { value, text })));
+      sortSelect.value = current;
+    }
+
+    function buildHead() {
+      const cells = [
+        ["device", "Device"],
+        ["status", "Status"],
+        ["last", "Last reported"],
+        ...columns.map((metric) => [metric, D.metricInfo(metric).label]),
+      ].map(([key, label]) => {
+        const button = D.element("button", { type: "button", class: "sort-button", dataset: { sort: key } }, label);
+        const unit = D.metricInfo(key).unit;
+        if (columns.includes(key) && unit) button.append(D.element("span", { class: "unit", text: unit }));
+        return D.element("th", { scope: "col", class: columns.includes(key) ? "num" : null, dataset: { sort: key } }, button);
+      });
+      headRow.replaceChildren(...cells);
+      markSortedHeader();
+    }
+
+    function markSortedHeader() {
+      for (const th of headRow.cells) {
+        const sorted = th.dataset.sort === sort.key;
+        if (sorted) th.setAttribute("aria-sort", sort.dir > 0 ? "ascending" : "descending");
+        else th.removeAttribute("aria-sort");
+      }
+    }
+
+    function newRow(device) {
+      const tr = D.element("tr", { dataset: { deviceId: device.device_id } });
+      const link = D.element("a", { href: D.deviceHref(device.device_id), class: "device-link" }, device.device_id);
+      tr.append(
+        D.element("td", { class: "cell-device", dataset: { label: "Device" } }, link),
+        D.element("td", { class: "cell-status", dataset: { label: "Status" } }, D.element("span", { class: "badge" })),
+        D.element("td", { class: "cell-last", dataset: { label: "Last reported" } }, D.element("time")),
+      );
+      for (const metric of columns) {
+        tr.append(D.element("td", { class: "num cell-metric", dataset: { metric, label: D.metricInfo(metric).label } }));
+      }
+      return tr;
+    }
+
+    function updateRow(tr, device, now) {
+      const last = D.parseTime(device.last_updated);
+      const status = D.deviceStatus(last, now);
+      tr.dataset.status = status;
+      D.setStatusBadge(tr.cells[1].firstChild, status, last);
+      D.setSince(tr.cells[2].firstChild, last);
+      columns.forEach((metric, index) => {
+        const cell = tr.cells[3 + index];
+        const reading = device.metrics[metric];
+        if (reading) {
+          const text = D.formatValue(reading.value, metric);
+          D.setText(cell, text);
+          cell.dataset.value = String(reading.value);
+          cell.title = D.metricInfo(metric).label + " " + text + " at " + D.formatDateTime(D.parseTime(reading.timestamp));
+          cell.classList.remove("missing");
+        } else {
+          D.setText(cell, "—");
+          delete cell.dataset.value;
+          cell.title = "This device has not reported " + metric;
+          cell.classList.add("missing");
+        }
+      });
+    }
+
+    function sortValue(device, now) {
+      if (sort.key === "device") return device.device_id;
+      if (sort.key === "last") return D.parseTime(device.last_updated);
+      if (sort.key === "status") return D.STATUS_RANK[D.deviceStatus(D.parseTime(device.last_updated), now)];
+      const reading = device.metrics[sort.key];
+      return reading && typeof reading.value === "number" ? reading.value : null;
+    }
+
+    function compare(a, b, now) {
+      const x = sortValue(a, now);
+      const y = sortValue(b, now);
+      if (x !== y) {
+        if (x == null) return 1; // missing values last, whichever the direction
+        if (y == null) return -1;
+        const order = typeof x === "string" ? x.localeCompare(y) : x - y;
+        if (order) return order * sort.dir;
+      }
+      return a.device_id.localeCompare(b.device_id);
+    }
+
+    function matches(tr) {
+      const text = search.value.trim().toLowerCase();
+      if (text && !tr.dataset.deviceId.toLowerCase().includes(text)) return false;
+      const wanted = statusFilter.value;
+      if (!wanted) return true;
+      if (wanted === "problem") return tr.dataset.status === "stale" || tr.dataset.status === "offline";
+      return tr.dataset.status === wanted;
+    }
+
+    function render() {
+      const now = Date.now();
+      const metrics = D.sortMetrics(devices.flatMap((device) => Object.keys(device.metrics)));
+      if (!columns || metrics.join() !== columns.join()) {
+        columns = metrics;
+        rows.clear();
+        body.replaceChildren();
+        buildHead();
+        sortOptions();
+      }
+      const seen = new Set();
+      const counts = { online: 0, stale: 0, offline: 0, unknown: 0 };
+      const ordered = devices.slice().sort((a, b) => compare(a, b, now));
+      ordered.forEach((device, index) => {
+        let tr = rows.get(device.device_id);
+        if (!tr) {
+          tr = newRow(device);
+          rows.set(device.device_id, tr);
+        }
+        updateRow(tr, device, now);
+        counts[tr.dataset.status] += 1;
+        seen.add(device.device_id);
+        if (body.children[index] !== tr) body.insertBefore(tr, body.children[index] || null);
+      });
+      for (const [id, tr] of rows) {
+        if (!seen.has(id)) {
+          tr.remove();
+          rows.delete(id);
+        }
+      }
+      applyFilters();
+      D.setText(document.getElementById("count-devices"), D.formatNumber(devices.length));
+      for (const status of ["online", "stale", "offline"]) {
+        D.setText(document.getElementById("count-" + status), D.formatNumber(counts[status]));
+      }
+    }
+
+    function applyFilters() {
+      let shown = 0;
+      for (const tr of rows.values()) {
+        const visible = matches(tr);
+        tr.hidden = !visible;
+        if (visible) shown += 1;
+      }
+      if (loaded) document.getElementById("loading").hidden = true;
+      document.getElementById("empty").hidden = !loaded || devices.length > 0;
+      document.getElementById("no-match").hidden = !loaded || devices.length === 0 || shown > 0;
+      table.hidden = !loaded || devices.length === 0;
+      const filtered = search.value.trim() !== "" || statusFilter.value !== "";
+      D.setText(
+        document.getElementById("shown-count"),
+        !loaded || devices.length === 0 ? "" : filtered ? "Showing " + shown + " of " + devices.length : devices.length + " devices",
+      );
+    }
+
+    function filtersChanged() {
+      D.writeQuery({ q: search.value.trim(), status: statusFilter.value });
+      applyFilters();
+    }
+
+    function setSort(next) {
+      sort.key = next.key;
+      sort.dir = next.dir;
+      D.writeQuery({ sort: sort.key === "device" && sort.dir > 0 ? "" : sort.key + ":" + (sort.dir > 0 ? "asc" : "desc") });
+      if (columns) {
+        sortOptions();
+        markSortedHeader();
+        render();
+      }
+    }
+
+    sortOptions();
+    search.addEventListener("input", filtersChanged);
+    statusFilter.addEventListener("change", filtersChanged);
+    sortSelect.addEventListener("change", () => setSort(parseSort(sortSelect.value)));
+    headRow.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-sort]");
+      if (!button) return;
+      const key = button.dataset.sort;
+      setSort(key === sort.key ? { key, dir: -sort.dir } : { key, dir: key === "device" ? 1 : -1 });
+    });
+    document.getElementById("clear-filters").addEventListener("click", () => {
+      search.value = "";
+      statusFilter.value = "";
+      filtersChanged();
+    });
+
+    function showStat(id, value) {
+      D.setText(document.getElementById(id), typeof value === "number" ? D.formatNumber(value) : "–");
+    }
+
+    async function load() {
+      const [list, stats] = await Promise.allSettled([D.getJson("/api/devices"), D.getJson("/api/stats")]);
+      if (stats.status === "fulfilled") {
+        showStat("count-today", stats.value.readings_today);
+        showStat("count-rejected", stats.value.rejected_messages);
+        document.getElementById("stat-today").hidden = typeof stats.value.readings_today !== "number";
+        document.getElementById("stat-rejected").hidden = typeof stats.value.rejected_messages !== "number";
+      } else if (stats.reason.status === 404) {
+        // An API without /api/stats: leave those two counts out rather than show an error.
+        document.getElementById("stat-today").hidden = true;
+        document.getElementById("stat-rejected").hidden = true;
+      }
+      if (list.status === "rejected") throw list.reason;
+      if (!Array.isArray(list.value.devices)) throw new D.ApiError("the answer has no list of devices", 200);
+      devices = list.value.devices.map((device) => ({ ...device, metrics: device.metrics || {} }));
+      loaded = true;
+      render();
+    }
+
+    D.poll(load);
+  };
+})();

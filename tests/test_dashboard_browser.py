@@ -1,0 +1,519 @@
+"""The dashboard in a real browser: headless Debian chromium driven by Playwright, against the service.
+
+Readings go in through the API (shim -> Kafka -> trigger loop -> PostgreSQL + Redis); the pages are
+opened from the dashboard function (through the shim) and from a plain static file server laid out as
+the files are uploaded to OBS. Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from local.embedded import free_port
+
+from .conftest import ROOT, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _script(name: str) -> ModuleType:
+    """A module of scripts/, loaded by its path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_dashboard_{name}", ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launch_browser = _script("dashboard_screenshots").launch_browser  # Debian's chromium, fixed flags
+build = _script("dashboard_site").build  # the files laid out as they are uploaded to OBS
+
+ARTIFACTS = ROOT / "test-artifacts"
+STATIC = ROOT / "functions" / "dashboard" / "static"
+TIMEOUT_MS = 30_000  # generous: other suites may share the two cores
+UNITS = {
+    "temperature": "°C",
+    "humidity": "%",
+    "pressure": "hPa",
+    "voltage": "V",
+    "current": "A",
+    "power": "W",
+}
+COLORS = {"temperature": "#e8590c", "humidity": "#1c7ed6", "pressure": "#7048e8", "voltage": "#e67700"}
+COLORS |= {"current": "#0ca678", "power": "#d6336c"}
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def api(service, path: str, body: object = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        service.url + path, data=data, headers={"Content-Type": "application/json"} if data else {}
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return json.loads(response.read())
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def shown(value: float, metric: str) -> str:
+    """The page's number format in the en-US locale: grouping, at most three decimals, then the unit."""
+    return f"{value:,.3f}".rstrip("0").rstrip(".") + " " + UNITS[metric]
+
+
+def post_readings(service, readings: list[dict]) -> None:
+    assert api(service, "/api/device/data/bulk", {"readings": readings})["processed_count"] == len(readings)
+
+
+def wait_stored(service, readings: list[dict]) -> None:
+    """Until every posted (device, metric) has all its posted readings in the history."""
+
+    def stored() -> bool:
+        for device in {r["device_id"] for r in readings}:
+            history = api(service, f"/api/device/{device}/history?limit=1000")["data"]
+            have = {(h["metric_type"], h["timestamp"]) for h in history}
+            want = {
+                (r["metric_type"], r["timestamp"].replace("Z", "+00:00"))
+                for r in readings
+                if r["device_id"] == device
+            }
+            if not want <= have:
+                return False
+        return True
+
+    wait_for(stored, timeout=30, interval=0.2)
+
+
+def series(readings: list[dict], device: str, metric: str) -> list[tuple[float, float]]:
+    """(epoch seconds, value) of one device's metric, oldest first, as the chart holds them."""
+    return sorted(
+        (datetime.fromisoformat(r["timestamp"]).timestamp(), r["value"])
+        for r in readings
+        if r["device_id"] == device and r["metric_type"] == metric
+    )
+
+
+def chart_data(page: Page, metric: str) -> list[tuple[float, float]]:
+    xs, ys = page.evaluate("m => IotDashboard.charts[m].data.map(a => Array.from(a))", metric)
+    return list(zip(xs, ys, strict=True))
+
+
+def wait_chart_points(page: Page, metric: str, count: int) -> None:
+    page.wait_for_function(
+        "([m, n]) => IotDashboard.charts && IotDashboard.charts[m] && IotDashboard.charts[m].data[0].length === n",
+        arg=[metric, count],
+        timeout=TIMEOUT_MS,
+    )
+
+
+# For each point: is there a pixel of the series colour on the canvas where uPlot put that point?
+DRAWN_POINTS_JS = """
+([metric, color]) => {
+  const u = IotDashboard.charts[metric];
+  const rgb = [1, 3, 5].map(i => parseInt(color.slice(i, i + 2), 16));
+  const ctx = u.ctx;
+  const w = ctx.canvas.width, h = ctx.canvas.height;
+  const image = ctx.getImageData(0, 0, w, h).data;
+  const near = (x, y) => {
+    const i = (y * w + x) * 4;
+    return image[i + 3] > 200 && rgb.every((c, k) => Math.abs(image[i + k] - c) < 48);
+  };
+  let coloured = 0;
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (near(x, y)) coloured++;
+  const drawn = u.data[0].map((t, i) => {
+    const cx = Math.round(u.valToPos(t, "x", true)), cy = Math.round(u.valToPos(u.data[1][i], "y", true));
+    for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
+      if (cx + dx >= 0 && cx + dx < w && cy + dy >= 0 && cy + dy < h && near(cx + dx, cy + dy)) return true;
+    }
+    return false;
+  });
+  return { coloured, drawn };
+}
+"""
+
+
+def assert_chart_drawn(page: Page, metric: str) -> None:
+    result = page.evaluate(DRAWN_POINTS_JS, [metric, COLORS[metric]])
+    assert result["coloured"] > 100, f"{metric}: hardly any pixels of the series colour on the canvas"
+    assert all(result["drawn"]), f"{metric}: some points are not drawn where they belong: {result['drawn']}"
+
+
+def pump_until(page: Page, check, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Wait for ``check()`` while letting Playwright deliver events (route handlers run meanwhile)."""
+    for _ in range(timeout_ms // 50):
+        if check():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("condition not met in time")
+
+
+def no_horizontal_overflow(page: Page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+class QuietStaticHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def serve_directory(folder: Path) -> tuple[ThreadingHTTPServer, str]:
+    """A plain static file server on another port, as an OBS static website serves the keys."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietStaticHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = launch_browser(playwright)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC")
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def fleet(service) -> dict:
+    """Several devices posted through the API: three reporting now, one stale, one offline."""
+    run = uuid.uuid4().hex[:6]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    names = {key: f"ui-{run}-{key}" for key in ("alpha", "beta", "gamma", "stale", "offline")}
+    values = {
+        "alpha": {"temperature": [21.5, 22.25, 21.75, 23.125], "humidity": [40.5, 41, 43.25, 42]},
+        "beta": {
+            "voltage": [229.5, 230.25, 231, 230.5],
+            "current": [1.5, 2.25, 1.75, 2],
+            "power": [345, 518, 404.5, 461],
+        },
+        "gamma": {"pressure": [1012.5, 1013.25, 1011.75, 1013.5]},
+    }
+    readings = []
+    for key, metrics in values.items():
+        for metric, points in metrics.items():
+            for minutes_ago, value in zip((4, 3, 2, 1), points, strict=True):
+                moment = now - timedelta(minutes=minutes_ago)
+                readings.append(
+                    {"device_id": names[key], "metric_type": metric, "value": value, "timestamp": iso(moment)}
+                )
+    readings.append(
+        {
+            "device_id": names["stale"],
+            "metric_type": "temperature",
+            "value": 18.5,
+            "timestamp": iso(now - timedelta(minutes=20)),
+        }
+    )
+    readings.append(
+        {
+            "device_id": names["offline"],
+            "metric_type": "humidity",
+            "value": 55.5,
+            "timestamp": iso(now - timedelta(hours=2)),
+        }
+    )
+    post_readings(service, readings)
+    wait_stored(service, readings)
+    return {"names": names, "readings": readings, "prefix": f"ui-{run}-"}
+
+
+# ---- tests ---------------------------------------------------------------------------------------
+def test_vendored_chart_library_matches_its_recorded_checksums():
+    text = (STATIC / "VENDORED.md").read_text()
+    block = re.search(r"```sha256\n(.*?)```", text, re.S)
+    assert block, "VENDORED.md has no ```sha256 block"
+    lines = [line.split() for line in block.group(1).strip().splitlines()]
+    assert {name for _, name in lines} == {"uplot.iife.min.js", "uplot.min.css", "uplot.LICENSE.txt"}
+    for digest, name in lines:
+        data = (STATIC / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+        assert len(data) < 2 * 1024 * 1024
+    assert "| version | 1.6.32 |" in text
+    assert "uPlot (v1.6.32)" in (STATIC / "uplot.iife.min.js").read_text()[:200]
+
+
+def test_overview_and_device_page_show_posted_readings_and_update_in_place(service, fleet, page):
+    names, readings = fleet["names"], fleet["readings"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    navigations: list[str] = []
+    page.on(
+        "framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None
+    )
+
+    # --- overview: every device, its latest values with units, its status and the counts
+    page.goto(service.url + "/")
+    for key in ("alpha", "beta", "gamma"):
+        row = page.locator(f'tr[data-device-id="{names[key]}"]')
+        expect(row).to_be_visible()
+        expect(row.locator(".badge")).to_have_text("Online")
+        for metric in {r["metric_type"] for r in readings if r["device_id"] == names[key]}:
+            newest = series(readings, names[key], metric)[-1][1]
+            expect(row.locator(f'td[data-metric="{metric}"]')).to_have_text(shown(newest, metric))
+        expect(row.locator("td.cell-last time")).to_have_text(re.compile(r"^(\d+ s|\d+ min|just now)"))
+    expect(page.locator(f'tr[data-device-id="{names["stale"]}"] .badge')).to_have_text("Stale")
+    expect(page.locator(f'tr[data-device-id="{names["offline"]}"] .badge')).to_have_text("Offline")
+    expect(page.locator(f'tr[data-device-id="{names["offline"]}"] td[data-metric="humidity"]')).to_have_text(
+        "55.5 %"
+    )
+    listed = api(service, "/api/devices")["devices"]
+    stats = api(service, "/api/stats")
+    expect(page.locator("#count-devices")).to_have_text(f"{len(listed):,}")
+    expect(page.locator("#count-today")).to_have_text(f"{stats['readings_today']:,}")
+    expect(page.locator("#count-rejected")).to_have_text(f"{stats['rejected_messages']:,}")
+    expect(page.locator("#connection")).to_have_text(re.compile("^Live"))
+
+    # --- sorting by a header, then the search filter (kept in the URL)
+    page.locator('th button[data-sort="device"]').click()
+    expect(page.locator('th[data-sort="device"]')).to_have_attribute("aria-sort", "descending")
+    order = page.evaluate(
+        "p => Array.from(document.querySelectorAll('#devices tbody tr')).map(r => r.dataset.deviceId)"
+        ".filter(id => id.startsWith(p))",
+        fleet["prefix"],
+    )
+    assert order == sorted(names.values(), reverse=True)
+    page.fill("#search", names["alpha"])
+    expect(page.locator(f'tr[data-device-id="{names["beta"]}"]')).to_be_hidden()
+    expect(page.locator(f'tr[data-device-id="{names["alpha"]}"]')).to_be_visible()
+    expect(page.locator("#shown-count")).to_have_text(re.compile(r"^Showing 1 of \d+$"))
+    assert "q=" in page.url
+
+    # --- a new reading shows up in place: no navigation, the filter and the page's state survive
+    page.evaluate("window.__sameDocument = true")
+    newer = {
+        "device_id": names["alpha"],
+        "metric_type": "temperature",
+        "value": 25.75,
+        "timestamp": iso(datetime.now(timezone.utc).replace(microsecond=0)),
+    }
+    post_readings(service, [newer])
+    readings.append(newer)
+    expect(page.locator(f'tr[data-device-id="{names["alpha"]}"] td[data-metric="temperature"]')).to_have_text(
+        "25.75 °C"
+    )
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.input_value("#search") == names["alpha"]
+    expect(page.locator(f'tr[data-device-id="{names["beta"]}"]')).to_be_hidden()
+    page.fill("#search", fleet["prefix"])
+    page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+    # --- the device page: one chart per metric, drawn from the posted points
+    page.locator(f'tr[data-device-id="{names["alpha"]}"] a').click()
+    page.wait_for_url(re.compile(r"/device\.html\?id="))
+    expect(page.locator("#title")).to_have_text(names["alpha"])
+    expect(page.locator("#device-status")).to_have_text("Online")
+    for metric in ("temperature", "humidity"):
+        expected = series(readings, names["alpha"], metric)
+        wait_chart_points(page, metric, len(expected))
+        assert chart_data(page, metric) == expected
+        assert_chart_drawn(page, metric)
+        expect(page.locator(f'.latest-card[data-metric="{metric}"] .latest-value')).to_have_text(
+            shown(expected[-1][1], metric)
+        )
+    alpha_count = len([r for r in readings if r["device_id"] == names["alpha"]])
+    expect(page.locator("#history tbody tr")).to_have_count(alpha_count)
+    expect(page.locator("#history tbody tr").first.locator("td.num")).to_have_text("25.75 °C")
+
+    # --- one more reading: the chart, the latest value and the table update without a reload
+    navigations.clear()
+    page.evaluate("window.__sameDocument = 'device page'")
+    newest = {
+        "device_id": names["alpha"],
+        "metric_type": "temperature",
+        "value": 30.125,
+        "timestamp": iso(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)),
+    }
+    post_readings(service, [newest])
+    readings.append(newest)
+    expected = series(readings, names["alpha"], "temperature")
+    wait_chart_points(page, "temperature", len(expected))
+    assert chart_data(page, "temperature") == expected
+    assert_chart_drawn(page, "temperature")
+    expect(page.locator('.latest-card[data-metric="temperature"] .latest-value')).to_have_text("30.125 °C")
+    expect(page.locator("#history tbody tr").first.locator("td.num")).to_have_text("30.125 °C")
+    assert page.evaluate("window.__sameDocument") == "device page"
+    assert navigations == []
+
+    # --- windows and the metric filter
+    page.get_by_role("button", name="Last hour").click()
+    expect(page.get_by_role("button", name="Last hour")).to_have_attribute("aria-pressed", "true")
+    span = page.evaluate(
+        "(() => { const s = IotDashboard.charts.temperature.scales.x; return s.max - s.min; })()"
+    )
+    assert span == pytest.approx(3600, abs=1)
+    assert chart_data(page, "temperature") == expected
+    page.get_by_role("button", name="Last week").click()
+    span = page.evaluate(
+        "(() => { const s = IotDashboard.charts.temperature.scales.x; return s.max - s.min; })()"
+    )
+    assert span == pytest.approx(7 * 86400, abs=1)
+    page.locator('.chip[data-metric="humidity"] input').uncheck()
+    expect(page.locator('.chart-card[data-metric="humidity"]')).to_be_hidden()
+    expect(page.locator('#history tbody tr[data-metric="humidity"]')).to_have_count(0)
+    assert "hide=humidity" in page.url
+    page.locator('.chip[data-metric="humidity"] input').check()
+    expect(page.locator('.chart-card[data-metric="humidity"]')).to_be_visible()
+    page.get_by_role("button", name="Last day").click()
+    summary = page.locator('.chart-card[data-metric="temperature"] .chart-summary')
+    expect(summary).to_have_text(re.compile(r"^6 readings · min 21.5 °C · max 30.125 °C"))
+    page.locator('.chart-card[data-metric="temperature"] .u-over').hover()
+    expect(summary).to_have_class(re.compile("hovering"))
+    expect(summary).to_have_text(re.compile(r"^[A-Z][a-z]{2} \d+, \d\d:\d\d:\d\d · [\d.]+ °C$"))
+    page.mouse.move(5, 5)
+    expect(summary).to_have_text(re.compile(r"^6 readings"))
+    page.get_by_role("button", name="Last hour").click()  # the posted minutes fill the chart's width
+    page.screenshot(path=str(ARTIFACTS / "dashboard-device.png"), full_page=True)
+
+    # --- the dashboard function's own form of the device URL, /device/<id>
+    page.goto(f"{service.url}/device/{names['beta']}")
+    for metric in ("voltage", "current", "power"):
+        expected = series(readings, names["beta"], metric)
+        wait_chart_points(page, metric, len(expected))
+        assert chart_data(page, metric) == expected
+        assert_chart_drawn(page, metric)
+
+
+def test_pages_fit_a_phone_screen(service, fleet, browser):
+    names = fleet["names"]
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        locale="en-US",
+        timezone_id="UTC",
+        is_mobile=True,
+        has_touch=True,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        phone = context.new_page()
+        phone.goto(f"{service.url}/?q={fleet['prefix']}")
+        row = phone.locator(f'tr[data-device-id="{names["beta"]}"]')
+        expect(row).to_be_visible()
+        expect(row.locator('td[data-metric="power"]')).to_have_text("461 W")
+        assert phone.input_value("#search") == fleet["prefix"]
+        assert no_horizontal_overflow(phone)
+        phone.screenshot(path=str(ARTIFACTS / "dashboard-overview-phone.png"), full_page=True)
+        phone.goto(f"{service.url}/device.html?id={names['beta']}")
+        wait_chart_points(phone, "power", 4)
+        assert_chart_drawn(phone, "power")
+        assert phone.evaluate("IotDashboard.charts.power.width") <= 390
+        assert no_horizontal_overflow(phone)
+        phone.screenshot(path=str(ARTIFACTS / "dashboard-device-phone.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_the_same_files_from_a_plain_static_server_show_the_same_data(service, fleet, page, tmp_path):
+    names, readings = fleet["names"], fleet["readings"]
+    site = tmp_path / "site"
+    keys = build(site, api_base=service.url)
+    assert {
+        "index.html",
+        "device.html",
+        "static/config.js",
+        "static/app.js",
+        "static/uplot.iife.min.js",
+    } <= set(keys)
+    assert not (site / "static" / "index.html").exists()
+    assert f'apiBase: "{service.url}"' in (site / "static" / "config.js").read_text()
+    server, static_url = serve_directory(site)
+    api_calls: list[str] = []
+    page.on("request", lambda request: api_calls.append(request.url) if "/api/" in request.url else None)
+    try:
+        page.goto(static_url + "/")
+        listed = {d["device_id"]: d for d in api(service, "/api/devices")["devices"]}
+        expect(page.locator("#devices tbody tr")).to_have_count(len(listed))
+        shown_ids = page.evaluate(
+            "Array.from(document.querySelectorAll('#devices tbody tr')).map(r => r.dataset.deviceId)"
+        )
+        assert sorted(shown_ids) == sorted(listed)
+        for device in (names["alpha"], names["gamma"]):
+            for metric, latest in listed[device]["metrics"].items():
+                cell = page.locator(f'tr[data-device-id="{device}"] td[data-metric="{metric}"]')
+                expect(cell).to_have_text(shown(latest["value"], metric))
+        page.screenshot(path=str(ARTIFACTS / "dashboard-static-overview.png"), full_page=True)
+
+        page.locator(f'tr[data-device-id="{names["gamma"]}"] a').click()
+        page.wait_for_url(f"{static_url}/device.html?id={names['gamma']}")
+        expected = series(readings, names["gamma"], "pressure")
+        wait_chart_points(page, "pressure", len(expected))
+        assert chart_data(page, "pressure") == expected
+        assert_chart_drawn(page, "pressure")
+        expect(page.locator('.latest-card[data-metric="pressure"] .latest-value')).to_have_text("1,013.5 hPa")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-static-device.png"), full_page=True)
+        assert api_calls and all(url.startswith(service.url + "/api/") for url in api_calls)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_loading_empty_error_and_unknown_device_states_say_what_is_going_on(service, page, tmp_path):
+    # Loading, then empty: the device list is held back, then answered with no devices.
+    held = []
+    page.route("**/api/devices", lambda route: held.append(route))
+    page.goto(service.url + "/")
+    expect(page.locator("#loading")).to_have_text("Loading devices…")
+    expect(page.locator("#loading")).to_be_visible()
+    pump_until(page, lambda: held)
+    held[0].fulfill(json={"devices": []})
+    expect(page.locator("#empty")).to_be_visible()
+    expect(page.locator("#empty")).to_contain_text("No device has reported yet")
+    expect(page.locator("#empty")).to_contain_text(f"{service.url}/api/device/data")
+    expect(page.locator("#loading")).to_be_hidden()
+    page.unroute("**/api/devices")
+
+    # A device that has never reported.
+    page.goto(service.url + "/device.html?id=never-reported-" + uuid.uuid4().hex[:6])
+    expect(page.locator("#not-found")).to_be_visible()
+    expect(page.locator("#not-found")).to_contain_text("No readings from")
+
+    # The API cannot be reached: config.js points at a port where nothing listens.
+    site = tmp_path / "site"
+    dead = f"http://127.0.0.1:{free_port()}"
+    build(site, api_base=dead)
+    server, static_url = serve_directory(site)
+    try:
+        page.goto(static_url + "/")
+        banner = page.locator("#error-banner")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text(f"Cannot load data from {dead}")
+        expect(banner).to_contain_text("apiBase in config.js")
+        expect(page.locator("#connection")).to_have_text("API unreachable")
+        expect(page.locator("#loading")).to_be_hidden()
+        expect(page.locator("#no-data")).to_be_visible()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-api-error.png"))
+        page.goto(static_url + "/device.html?id=sensor-1")
+        expect(page.locator("#error-banner")).to_contain_text(f"Cannot load data from {dead}")
+        expect(page.locator("#no-data")).to_be_visible()
+        expect(page.locator("#loading")).to_be_hidden()
+    finally:
+        server.shutdown()
+        server.server_close()
