@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -56,7 +57,9 @@ HOST = "127.0.0.1"
 # The database, role and password that EmbeddedPostgres.env() tells clients to use.
 PG_DATABASE = "iot"
 PG_USER = "iot"
-PG_PASSWORD = "iot"
+# The password is random per data folder (base_dir/password, mode 0600): nothing secret lives in the
+# repository, and the server listens on loopback only.
+PASSWORD_FILE = "password"
 # Superuser made by initdb. It can log in only over the server's Unix socket.
 PG_SUPERUSER = "postgres"
 # The OS user that runs PostgreSQL when we are root, because postgres will not run as root.
@@ -356,8 +359,8 @@ class EmbeddedPostgres(_Server):
     is really checked. Local (Unix socket) connections use trust, but the socket is mode 0700,
     so only the server's OS user and root can use it. The server starts with PostgreSQL's
     durability settings (fsync stays on), shared_buffers=256MB and max_connections=200.
-    Every start makes sure role ``iot`` (LOGIN, not superuser, password ``iot``) and
-    database ``iot``, which it owns, exist.
+    Every start makes sure role ``iot`` (LOGIN, not superuser, with the random password kept in
+    ``base_dir/password``) and database ``iot``, which it owns, exist.
 
     The ``postgres`` binary runs directly as our child rather than through ``pg_ctl start``,
     which would detach it. So the parent-death signal works, and SIGINT (PostgreSQL's fast
@@ -375,13 +378,24 @@ class EmbeddedPostgres(_Server):
     def data_dir(self) -> Path:
         return self.base_dir / "pgdata"
 
+    @property
+    def password(self) -> str:
+        """The application role's password, made on first use and kept beside the data."""
+        path = self.base_dir / PASSWORD_FILE
+        if not path.exists():
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         return {
             "DB_HOST": HOST,
             "DB_PORT": str(self.port),
             "DB_NAME": PG_DATABASE,
             "DB_USER": PG_USER,
-            "DB_PASSWORD": PG_PASSWORD,
+            "DB_PASSWORD": self.password,
         }
 
     def _prepare(self) -> None:
@@ -488,12 +502,12 @@ class EmbeddedPostgres(_Server):
             connect_timeout=2,
             autocommit=True,
         ) as conn:
-            self._ensure_app_database(conn)
+            self._ensure_app_database(conn, self.password)
         with psycopg.connect(
             host=HOST,
             port=self.port,
             user=PG_USER,
-            password=PG_PASSWORD,
+            password=self.password,
             dbname=PG_DATABASE,
             connect_timeout=2,
         ) as conn:
@@ -501,13 +515,17 @@ class EmbeddedPostgres(_Server):
         return True
 
     @staticmethod
-    def _ensure_app_database(conn: Any) -> None:
-        """Create the application role and database if they are missing; safe to run on every start."""
+    def _ensure_app_database(conn: Any, password: str) -> None:
+        """Create the application role and database if they are missing; safe to run on every start.
+
+        The password is set every time, so a data folder from before the password file is in step.
+        """
         from psycopg import sql
 
         role, database = sql.Identifier(PG_USER), sql.Identifier(PG_DATABASE)
         if conn.execute("select 1 from pg_roles where rolname = %s", (PG_USER,)).fetchone() is None:
-            conn.execute(sql.SQL("create role {} login password {}").format(role, sql.Literal(PG_PASSWORD)))
+            conn.execute(sql.SQL("create role {} login").format(role))
+        conn.execute(sql.SQL("alter role {} password {}").format(role, sql.Literal(password)))
         if conn.execute("select 1 from pg_database where datname = %s", (PG_DATABASE,)).fetchone() is None:
             conn.execute(sql.SQL("create database {} owner {}").format(database, role))
 
