@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint clean install demo-data compose-config chromium vendor-js dashboard-screenshots
+.PHONY: run test lint clean install bench soak demo-data compose-config chromium vendor-js dashboard-screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ vendor-js:
 ## Regenerate docs/dashboard-overview.png and docs/dashboard-device.png with a day of demo data
 dashboard-screenshots: $(STAMP) chromium
 	$(PY) scripts/dashboard_screenshots.py
+
+## Benchmarks, printed as JSON lines and appended to BENCHMARKS.md (QUICK=1: under two minutes)
+bench: $(STAMP)
+	$(PY) -m local.bench --record $(if $(QUICK),--quick)
+
+## A sustained mixed load (SOAK_SECONDS, default 60): zero errors and nothing lost?
+soak: $(STAMP)
+	$(PY) -m local.bench --record --soak $(or $(SOAK_SECONDS),60)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
