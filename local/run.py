@@ -27,6 +27,9 @@ from .functions import ROOT
 
 log = logging.getLogger("local.run")
 
+# Written into the data folder while the stack runs: the settings local tools need to reach it.
+STACK_ENV = "stack.env"
+
 # Which variable, when set, means "use the server the environment names".
 EXTERNAL = {"postgres": "DB_HOST", "redis": "REDIS_HOST", "kafka": "KAFKA_BOOTSTRAP_SERVERS"}
 
@@ -60,7 +63,17 @@ class Stack:
         store = ReadingStore(settings)
         store.migrate()
         store.close()
+        self.write_env_file(settings)
         return settings
+
+    def write_env_file(self, settings: Settings) -> None:
+        """The settings the children got, for local tools (``python -m local.tokens``); owner-only."""
+        path = self.data_dir / STACK_ENV
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{name}={self.env[name]}" for name in Settings.names() if self.env.get(name)]
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write("\n".join(lines) + "\n")
 
     def spawn(self, name: str, module: str, *args: str) -> None:
         process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env)
@@ -95,6 +108,7 @@ class Stack:
                 process.kill()
         for server in reversed(self.servers):
             server.stop()
+        (self.data_dir / STACK_ENV).unlink(missing_ok=True)
 
 
 AUTH_ON = "on: ingest needs a device token (python -m local.tokens register <device_id>)"
@@ -115,8 +129,16 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=ROOT / ".local", help="where embedded servers keep data"
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="require device tokens on ingest (off in this local demo unless AUTH_ENABLED is set)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Local demo mode: delete-all on and device tokens off, unless the environment says otherwise.
+    os.environ.setdefault("DEMO_MODE", "true")
+    os.environ.setdefault("AUTH_ENABLED", "true" if args.auth else "false")
 
     stack = Stack(args.data_dir, args.port, args.workers, args.partitions)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -6,19 +6,37 @@
     python -m local.tokens list
     python -m local.tokens revoke sensor-001
 
-It talks to the PostgreSQL the settings name (DB_HOST, ...), so it works as well against RDS from a
-machine in the VPC. A token is printed once and stored only as a hash.
+It talks to the PostgreSQL the settings name (DB_HOST, ...), so it works against RDS from a machine in
+the VPC; with no DB_HOST set it uses the running `make run` stack (.local/stack.env). A token is
+printed once and stored only as a hash.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from common.auth import TokenRegistry
 from common.errors import ApiError
 from common.settings import Settings
 from common.store import ReadingStore
+
+from .functions import ROOT
+from .run import STACK_ENV
+
+
+def _environment() -> dict[str, str]:
+    """The environment, or, when it names no database, the running `make run` stack's settings."""
+    if os.environ.get("DB_HOST"):
+        return dict(os.environ)
+    stack_env = ROOT / ".local" / STACK_ENV
+    if not stack_env.exists():
+        return dict(os.environ)
+    print(f"(using the local stack's settings from {stack_env})", file=sys.stderr)
+    values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines() if "=" in line)
+    return {**values, **os.environ}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("name")
     commands.add_parser("list", help="list tokens (never their values)")
     args = parser.parse_args(argv)
+    # One clear line if the database is down, not the pool's retry chatter.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
-    store = ReadingStore(Settings.from_env())
+    store = ReadingStore(Settings.from_env(_environment()))
     registry = TokenRegistry(store)
     try:
         if args.command == "register":
