@@ -1,0 +1,41 @@
+"""The HTTP routes of the functions, as APIG needs them (one API per route).
+
+The routers in ``functions/*/index.py`` are the single source; ``infra/terraform/apig.tf`` keeps the
+same table in ``local.routes`` and ``tests/test_terraform.py`` fails when they differ, printing the
+block below so it can be pasted in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .package import function_names
+
+
+@dataclass(frozen=True, order=True)
+class RouteSpec:
+    function: str
+    method: str
+    path: str
+    params: tuple[str, ...] = ()
+
+
+def app_routes() -> list[RouteSpec]:
+    """Every route of every function that has a router (``app``), in a stable order."""
+    from local.functions import load_function
+
+    routes = []
+    for name in function_names():
+        app = getattr(load_function(name), "app", None)
+        for route in getattr(app, "routes", []):
+            routes.append(RouteSpec(name, route.method, route.path, tuple(route.params)))
+    return sorted(routes)
+
+
+def terraform_block(routes: list[RouteSpec]) -> str:
+    """The ``routes = [...]`` entry of apig.tf's locals, as ``terraform fmt`` leaves it."""
+    lines = ["  routes = ["]
+    for r in routes:
+        lines.append(f'    {{ function = "{r.function}", method = "{r.method}", path = "{r.path}" }},')
+    lines.append("  ]")
+    return "\n".join(lines)

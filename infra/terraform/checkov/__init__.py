@@ -1,0 +1,1 @@
+"""checkov custom checks for the huaweicloud provider (loaded with --external-checks-dir)."""

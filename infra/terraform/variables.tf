@@ -1,0 +1,528 @@
+# ---------------------------------------------------------------- where and what
+
+variable "region" {
+  description = "Huawei Cloud region to deploy to, e.g. ap-southeast-1."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+$", var.region))
+    error_message = "region must look like ap-southeast-1 or cn-north-4."
+  }
+}
+
+variable "availability_zone" {
+  description = "Availability zone for RDS, DCS, Kafka and APIG (single-AZ stack). Empty: the region's first AZ."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.availability_zone == "" || can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+[a-z]$", var.availability_zone))
+    error_message = "availability_zone must be empty or an AZ name such as ap-southeast-1a."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name; functions are <prefix>-ingest, <prefix>-consumer, ... (the deploy tool's --prefix)."
+  type        = string
+  default     = "iot"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,14}$", var.name_prefix))
+    error_message = "name_prefix must be 2-15 characters: lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "obs_bucket_prefix" {
+  description = "Globally unique prefix for the OBS buckets <prefix>-artifacts (dependency zip, consumer failures) and <prefix>-dashboard (static site)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,48}[a-z0-9]$", var.obs_bucket_prefix))
+    error_message = "obs_bucket_prefix must be 3-50 characters: lower-case letters, digits, dots and hyphens."
+  }
+}
+
+variable "dist_dir" {
+  description = "Folder with the packages built by `make package`, relative to this module."
+  type        = string
+  default     = "../../dist"
+}
+
+variable "tags" {
+  description = "Tags added to every resource that takes tags."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------- network
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC; the app subnet (functions, APIG) and the data subnet (RDS, DCS, Kafka) are /24s inside it."
+  type        = string
+  default     = "10.20.0.0/16"
+
+  validation {
+    condition     = can(cidrsubnet(var.vpc_cidr, 8, 2)) && tonumber(split("/", var.vpc_cidr)[1]) <= 22
+    error_message = "vpc_cidr must be an IPv4 CIDR of /22 or larger."
+  }
+}
+
+variable "api_allowed_cidrs" {
+  description = "Who may call the API gateway over HTTPS (443). Devices post from anywhere by default."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.api_allowed_cidrs) > 0 && alltrue([for c in var.api_allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "api_allowed_cidrs must be a non-empty list of IPv4 CIDRs."
+  }
+}
+
+# ---------------------------------------------------------------- FunctionGraph
+
+variable "functions" {
+  description = "Size of each function: memory (MB), timeout and initializer timeout (s), maximum instances."
+  type = map(object({
+    memory_size         = number
+    timeout             = number
+    initializer_timeout = number
+    max_instances       = number
+  }))
+  default = {
+    ingest    = { memory_size = 256, timeout = 15, initializer_timeout = 30, max_instances = 100 }
+    consumer  = { memory_size = 512, timeout = 120, initializer_timeout = 60, max_instances = 20 }
+    query     = { memory_size = 256, timeout = 15, initializer_timeout = 30, max_instances = 50 }
+    dashboard = { memory_size = 128, timeout = 10, initializer_timeout = 30, max_instances = 10 }
+  }
+
+  validation {
+    condition     = sort(keys(var.functions)) == sort(["consumer", "dashboard", "ingest", "query"])
+    error_message = "functions must have exactly the keys ingest, consumer, query and dashboard."
+  }
+
+  validation {
+    condition = alltrue([for f in values(var.functions) :
+      f.memory_size >= 128 && f.memory_size <= 4096 && f.timeout >= 3 && f.timeout <= 900 &&
+      f.initializer_timeout >= 1 && f.initializer_timeout <= 300 && f.max_instances >= 1
+    ])
+    error_message = "memory_size 128-4096, timeout 3-900, initializer_timeout 1-300, max_instances >= 1."
+  }
+}
+
+variable "fgs_agency_name" {
+  description = "Existing IAM agency for FunctionGraph (VPC access, DMS for the Kafka trigger, OBS for failures). Empty: one is created."
+  type        = string
+  default     = ""
+}
+
+variable "fgs_agency_roles" {
+  description = "Roles of the agency created when fgs_agency_name is empty (tighten to fine-grained policies in production)."
+  type        = list(string)
+  default     = ["VPC Administrator", "DMS ReadOnlyAccess", "OBS OperateAccess"]
+}
+
+variable "apig_function_network_type" {
+  description = "APIG FunctionGraph backend network type: V2 (VPC framework, as the provider's acceptance test uses) or V1."
+  type        = string
+  default     = "V2"
+
+  validation {
+    condition     = contains(["V1", "V2"], var.apig_function_network_type)
+    error_message = "apig_function_network_type must be V1 or V2."
+  }
+}
+
+# ---------------------------------------------------------------- Kafka trigger and consumer retries
+
+variable "kafka_trigger_batch_size" {
+  description = "Messages the Kafka trigger hands the consumer per invocation (1-1000)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.kafka_trigger_batch_size >= 1 && var.kafka_trigger_batch_size <= 1000
+    error_message = "kafka_trigger_batch_size must be between 1 and 1000."
+  }
+}
+
+variable "consumer_async_retries" {
+  description = "FunctionGraph async retries of a failed consumer batch (0-3); storing is idempotent."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.consumer_async_retries >= 0 && var.consumer_async_retries <= 3
+    error_message = "consumer_async_retries must be between 0 and 3."
+  }
+}
+
+variable "consumer_max_event_age_seconds" {
+  description = "How long a failed consumer batch is retried before it goes to the failure destination (60-86400 s)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.consumer_max_event_age_seconds >= 60 && var.consumer_max_event_age_seconds <= 86400
+    error_message = "consumer_max_event_age_seconds must be between 60 and 86400."
+  }
+}
+
+variable "failure_retention_days" {
+  description = "Days the consumer's failed batches are kept in the artifacts bucket (0: forever)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.failure_retention_days >= 0 && var.failure_retention_days <= 365
+    error_message = "failure_retention_days must be between 0 and 365."
+  }
+}
+
+# ---------------------------------------------------------------- settings the code reads (common/settings.py)
+
+variable "db_name" {
+  description = "DB_NAME: the service's PostgreSQL database."
+  type        = string
+  default     = "iot"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.db_name)) && !startswith(var.db_name, "pg")
+    error_message = "db_name must be a lower-case PostgreSQL identifier that does not start with pg."
+  }
+}
+
+variable "db_user" {
+  description = "DB_USER: the service's PostgreSQL account (created; owns the database)."
+  type        = string
+  default     = "iot_app"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.db_user)) && !startswith(var.db_user, "pg") && var.db_user != "root"
+    error_message = "db_user must be a lower-case identifier, not root and not starting with pg."
+  }
+}
+
+variable "db_pool_size" {
+  description = "DB_POOL_SIZE: PostgreSQL connections per function instance (an instance serves one request at a time)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.db_pool_size >= 1 && var.db_pool_size <= 20
+    error_message = "db_pool_size must be between 1 and 20."
+  }
+}
+
+variable "redis_db" {
+  description = "REDIS_DB: Redis database number."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.redis_db >= 0 && var.redis_db <= 15
+    error_message = "redis_db must be between 0 and 15."
+  }
+}
+
+variable "redis_key_prefix" {
+  description = "REDIS_KEY_PREFIX: prefix of the service's Redis keys."
+  type        = string
+  default     = "iot:"
+}
+
+variable "kafka_topic" {
+  description = "KAFKA_TOPIC: the readings topic; the ingest function writes it and the Kafka trigger reads it."
+  type        = string
+  default     = "device-metrics"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]{3,200}$", var.kafka_topic))
+    error_message = "kafka_topic must be 3-200 characters: letters, digits, dots, underscores and hyphens."
+  }
+}
+
+variable "kafka_timeout_ms" {
+  description = "KAFKA_TIMEOUT_MS: how long ingest waits for the broker before answering 503."
+  type        = number
+  default     = 5000
+
+  validation {
+    condition     = var.kafka_timeout_ms >= 500 && var.kafka_timeout_ms <= 60000
+    error_message = "kafka_timeout_ms must be between 500 and 60000."
+  }
+}
+
+variable "connect_timeout" {
+  description = "CONNECT_TIMEOUT: seconds before an unreachable PostgreSQL or Redis counts as down."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.connect_timeout >= 1 && var.connect_timeout <= 30
+    error_message = "connect_timeout must be between 1 and 30."
+  }
+}
+
+variable "demo_mode" {
+  description = "DEMO_MODE: enables POST /api/delete-all (admin token still needed). Keep false in production."
+  type        = bool
+  default     = false
+}
+
+variable "auth_enabled" {
+  description = "AUTH_ENABLED: ingest requires device, gateway or admin tokens."
+  type        = bool
+  default     = true
+}
+
+variable "auth_cache_seconds" {
+  description = "AUTH_CACHE_SECONDS: how long a function instance caches a token lookup."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.auth_cache_seconds >= 0 && var.auth_cache_seconds <= 3600
+    error_message = "auth_cache_seconds must be between 0 and 3600."
+  }
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the functions."
+  type        = string
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "encrypt_secrets" {
+  description = "Pass secret settings as encrypted user data (true) or in plain user data (false, if your region's runtime does not expose encrypted variables to getUserData)."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------- secrets (no defaults: set them in the environment, TF_VAR_...)
+
+variable "db_root_password" {
+  description = "Password of the RDS root account (used only by Terraform to create the service's account and database)."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition = length(var.db_root_password) >= 8 && length(var.db_root_password) <= 32 && (
+      (length(regexall("[A-Z]", var.db_root_password)) > 0 ? 1 : 0) +
+      (length(regexall("[a-z]", var.db_root_password)) > 0 ? 1 : 0) +
+      (length(regexall("[0-9]", var.db_root_password)) > 0 ? 1 : 0) +
+      (length(regexall("[^A-Za-z0-9]", var.db_root_password)) > 0 ? 1 : 0)
+    ) >= 3
+    error_message = "db_root_password must be 8-32 characters with at least three of: upper, lower, digit, special."
+  }
+}
+
+variable "db_password" {
+  description = "DB_PASSWORD: password of the service's PostgreSQL account."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition = length(var.db_password) >= 8 && length(var.db_password) <= 32 && (
+      (length(regexall("[A-Z]", var.db_password)) > 0 ? 1 : 0) +
+      (length(regexall("[a-z]", var.db_password)) > 0 ? 1 : 0) +
+      (length(regexall("[0-9]", var.db_password)) > 0 ? 1 : 0) +
+      (length(regexall("[^A-Za-z0-9]", var.db_password)) > 0 ? 1 : 0)
+    ) >= 3
+    error_message = "db_password must be 8-32 characters with at least three of: upper, lower, digit, special (~!@#%^*-_=+?,)."
+  }
+}
+
+variable "redis_password" {
+  description = "REDIS_PASSWORD: password of the DCS Redis instance."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition = length(var.redis_password) >= 8 && length(var.redis_password) <= 32 && (
+      (length(regexall("[A-Z]", var.redis_password)) > 0 ? 1 : 0) +
+      (length(regexall("[a-z]", var.redis_password)) > 0 ? 1 : 0) +
+      (length(regexall("[0-9]", var.redis_password)) > 0 ? 1 : 0) +
+      (length(regexall("[^A-Za-z0-9]", var.redis_password)) > 0 ? 1 : 0)
+    ) >= 3
+    error_message = "redis_password must be 8-32 characters with at least three of: upper, lower, digit, special."
+  }
+}
+
+# ---------------------------------------------------------------- sizes of the managed services
+
+variable "rds_flavor" {
+  description = "RDS for PostgreSQL flavor (single instance), e.g. rds.pg.n1.large.2 (2 vCPU, 4 GB)."
+  type        = string
+  default     = "rds.pg.n1.large.2"
+
+  validation {
+    condition     = startswith(var.rds_flavor, "rds.pg.")
+    error_message = "rds_flavor must be an RDS for PostgreSQL flavor (rds.pg.*)."
+  }
+}
+
+variable "rds_postgres_version" {
+  description = "PostgreSQL major version."
+  type        = string
+  default     = "16"
+
+  validation {
+    condition     = contains(["13", "14", "15", "16", "17"], var.rds_postgres_version)
+    error_message = "rds_postgres_version must be 13 to 17."
+  }
+}
+
+variable "rds_volume_type" {
+  description = "RDS storage type (CLOUDSSD, ESSD, ULTRAHIGH, ...)."
+  type        = string
+  default     = "CLOUDSSD"
+}
+
+variable "rds_volume_size" {
+  description = "RDS storage in GB (40-4000, a multiple of 10)."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.rds_volume_size >= 40 && var.rds_volume_size <= 4000 && var.rds_volume_size % 10 == 0
+    error_message = "rds_volume_size must be 40-4000 GB and a multiple of 10."
+  }
+}
+
+variable "rds_backup_keep_days" {
+  description = "Days of automated RDS backups."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.rds_backup_keep_days >= 1 && var.rds_backup_keep_days <= 732
+    error_message = "rds_backup_keep_days must be between 1 and 732."
+  }
+}
+
+variable "redis_engine_version" {
+  description = "DCS Redis version (5.0 or 6.0: both use IP whitelists instead of security groups)."
+  type        = string
+  default     = "6.0"
+
+  validation {
+    condition     = contains(["5.0", "6.0"], var.redis_engine_version)
+    error_message = "redis_engine_version must be 5.0 or 6.0."
+  }
+}
+
+variable "redis_cache_mode" {
+  description = "DCS mode: single (cheapest; Redis is only a cache here) or ha."
+  type        = string
+  default     = "single"
+
+  validation {
+    condition     = contains(["single", "ha"], var.redis_cache_mode)
+    error_message = "redis_cache_mode must be single or ha."
+  }
+}
+
+variable "redis_capacity_gb" {
+  description = "DCS memory in GB (latest value per device and metric: 1 GB holds millions)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64], var.redis_capacity_gb)
+    error_message = "redis_capacity_gb must be one of 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64."
+  }
+}
+
+variable "kafka_flavor_id" {
+  description = "DMS for Kafka flavor (cluster), e.g. c6.2u4g.cluster."
+  type        = string
+  default     = "c6.2u4g.cluster"
+}
+
+variable "kafka_engine_version" {
+  description = "Kafka engine version of the DMS instance."
+  type        = string
+  default     = "3.x"
+}
+
+variable "kafka_storage_spec_code" {
+  description = "DMS for Kafka disk type: dms.physical.storage.high.v2 or dms.physical.storage.ultra.v2."
+  type        = string
+  default     = "dms.physical.storage.high.v2"
+
+  validation {
+    condition     = contains(["dms.physical.storage.high.v2", "dms.physical.storage.ultra.v2"], var.kafka_storage_spec_code)
+    error_message = "kafka_storage_spec_code must be dms.physical.storage.high.v2 or dms.physical.storage.ultra.v2."
+  }
+}
+
+variable "kafka_storage_gb" {
+  description = "DMS for Kafka message storage in GB (300 minimum for c6 flavors)."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.kafka_storage_gb >= 300
+    error_message = "kafka_storage_gb must be at least 300."
+  }
+}
+
+variable "kafka_broker_num" {
+  description = "DMS for Kafka brokers (3 minimum)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.kafka_broker_num >= 3
+    error_message = "kafka_broker_num must be at least 3."
+  }
+}
+
+variable "kafka_partitions" {
+  description = "Partitions of the readings topic: the most consumer instances the Kafka trigger runs in parallel."
+  type        = number
+  default     = 6
+
+  validation {
+    condition     = var.kafka_partitions >= 1 && var.kafka_partitions <= 200
+    error_message = "kafka_partitions must be between 1 and 200."
+  }
+}
+
+variable "kafka_retention_hours" {
+  description = "Hours the readings topic keeps messages."
+  type        = number
+  default     = 72
+
+  validation {
+    condition     = var.kafka_retention_hours >= 1 && var.kafka_retention_hours <= 720
+    error_message = "kafka_retention_hours must be between 1 and 720."
+  }
+}
+
+variable "apig_edition" {
+  description = "APIG dedicated instance edition (BASIC is enough for this service)."
+  type        = string
+  default     = "BASIC"
+
+  validation {
+    condition     = contains(["BASIC", "PROFESSIONAL", "ENTERPRISE", "PLATINUM"], var.apig_edition)
+    error_message = "apig_edition must be BASIC, PROFESSIONAL, ENTERPRISE or PLATINUM."
+  }
+}
+
+variable "apig_ingress_bandwidth_mbit" {
+  description = "Public inbound bandwidth of the API gateway in Mbit/s (billed by bandwidth)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.apig_ingress_bandwidth_mbit >= 1 && var.apig_ingress_bandwidth_mbit <= 2000
+    error_message = "apig_ingress_bandwidth_mbit must be between 1 and 2000."
+  }
+}
