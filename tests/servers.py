@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,8 +37,9 @@ KAFKA_IMAGE = "apache/kafka:4.1.0"
 # A KRaft cluster needs an id: 16 bytes, base64url without padding.
 KAFKA_CLUSTER_ID = "c3RJvNY5SXq2m0P6Yq1l4g"
 
-# What the servers are told to accept, whichever provider starts them.
-PG_DATABASE = PG_USER = PG_PASSWORD = "iot"
+# What the servers are told to accept, whichever provider starts them; the password is made per run.
+PG_DATABASE = PG_USER = "iot"
+PG_PASSWORD = secrets.token_urlsafe(16)
 
 Stop = Callable[[], None]
 Started = tuple[dict[str, str], Stop]

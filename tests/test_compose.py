@@ -48,11 +48,17 @@ OURS = {"init", "shim", "trigger-loop"}  # the services built from our Dockerfil
 
 # --------------------------------------------------------------------------- reading the files
 
-_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|-)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_VARIABLE = re.compile(
+    r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|-|:\?)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+)
+
+
+class MissingVariable(KeyError):
+    """Compose's ``${X:?message}``: the variable is required and was not set."""
 
 
 def interpolate(value, variables: dict[str, str], used: set[str] | None = None):
-    """Compose's variable substitution (``${X}``, ``${X:-default}``, ``${X-default}``, ``$$``)."""
+    """Compose's variable substitution (``${X}``, ``${X:-default}``, ``${X-default}``, ``${X:?error}``, ``$$``)."""
     if isinstance(value, dict):
         return {key: interpolate(item, variables, used) for key, item in value.items()}
     if isinstance(value, list):
@@ -71,6 +77,10 @@ def interpolate(value, variables: dict[str, str], used: set[str] | None = None):
             return variables.get(name) or default
         if operator == "-":
             return variables.get(name, default)
+        if operator == ":?":
+            if not variables.get(name):
+                raise MissingVariable(f"{name}: {default}")
+            return variables[name]
         return variables.get(name, "")
 
     assert "${" not in _VARIABLE.sub("", value), f"unsupported substitution in {value!r}"
@@ -92,8 +102,10 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 RAW = yaml.safe_load(COMPOSE_FILE.read_text())
 USED: set[str] = set()
-WITHOUT_ENV = interpolate(RAW, {}, USED)  # a fresh clone: no .env
-WITH_EXAMPLE = interpolate(RAW, read_env_file(ENV_EXAMPLE))  # cp .env.example .env
+# The one thing a person must choose: compose refuses to start without a database password.
+REQUIRED = {"DB_PASSWORD": "a-password-of-their-own"}
+WITHOUT_ENV = interpolate(RAW, REQUIRED, USED)  # a fresh clone: no .env, the password exported
+WITH_EXAMPLE = interpolate(RAW, {**read_env_file(ENV_EXAMPLE), **REQUIRED})  # cp .env.example .env, then edit
 SERVICES = WITHOUT_ENV["services"]
 
 
@@ -162,9 +174,11 @@ def test_env_example_documents_every_variable_and_changes_nothing():
         "DB_HOST": "postgres",
         "DB_NAME": "iot_devices_db",
         "DB_USER": "admin",
-        "DB_PASSWORD": "admin1234",
+        "DB_PASSWORD": "",  # no password in the repository: the person chooses one
         "REDIS_HOST": "redis",
     }
+    with pytest.raises(MissingVariable, match="DB_PASSWORD: set DB_PASSWORD in .env"):
+        interpolate(RAW, read_env_file(ENV_EXAMPLE))
     assert example["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert set(Settings.names()) <= set(example)
 
