@@ -39,8 +39,12 @@ class ReadingProducer:
                     self._producer = KafkaProducer(
                         bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
                         acks="all",
-                        linger_ms=2,
-                        compression_type=None,
+                        # Send at once: records that arrive while a request is in flight batch anyway.
+                        linger_ms=0,
+                        # Kafka's idempotent producer buys nothing here (storage is idempotent by the
+                        # reading's identity), costs a round trip per send, and turns fatal when a
+                        # broker loses its producer state (an in-memory broker's restart).
+                        enable_idempotence=False,
                         max_block_ms=timeout,
                         request_timeout_ms=timeout - 10,
                         delivery_timeout_ms=timeout,

@@ -237,14 +237,18 @@ class ReadingStore:
         return self._run(insert)
 
     def reject(self, rejected: Iterable[tuple[str, str, str]]) -> int:
-        """Keep messages that cannot be readings: (topic, raw payload, reason)."""
-        rows = list(rejected)
+        """Keep messages that cannot be readings: (topic, raw payload, reason), in one statement."""
+        rows = [(topic, _storable(raw), _storable(reason)) for topic, raw, reason in rejected]
         if not rows:
             return 0
+        topics, raws, reasons = (list(column) for column in zip(*rows, strict=True))
 
         def insert(conn: psycopg.Connection) -> int:
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO rejected_message (topic, raw, reason) VALUES (%s, %s, %s)", rows)
+            conn.execute(
+                "INSERT INTO rejected_message (topic, raw, reason)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])",
+                (topics, raws, reasons),
+            )
             return len(rows)
 
         return self._run(insert)

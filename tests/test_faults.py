@@ -261,6 +261,7 @@ def test_poison_messages_are_kept_and_do_not_block_their_batch(own):
             {"device_id": device, "metric_type": "wind", "value": 1, "timestamp": "2024-07-01T00:00:00Z"}
         ).encode(),
         b"\xff\xfe binary \x00 junk",
+        b'{"device_id": "nul\x00inside", "metric_type": "power"}',  # UTF-8 with a NUL: PostgreSQL text cannot hold it
         json.dumps({"readings": [good[1], {**good[2], "value": "NaN"}]}).encode(),
         json.dumps(good[2]).encode(),
     ]
@@ -270,7 +271,7 @@ def test_poison_messages_are_kept_and_do_not_block_their_batch(own):
     producer.close()
 
     wait_for(lambda: stored(servers.env, device)[0] == 3, timeout=20)
-    wait_for(lambda: http(service, "GET", "/api/stats")[1]["rejected_messages"] == before + 4)
+    wait_for(lambda: http(service, "GET", "/api/stats")[1]["rejected_messages"] == before + 5)
     s = Settings.from_env(servers.env)
     with psycopg.connect(
         host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user, password=s.db_password
@@ -284,7 +285,7 @@ def test_poison_messages_are_kept_and_do_not_block_their_batch(own):
     assert any("Unknown metric_type 'wind'" in r for r in reasons)
     assert any("Reading 1: value must be a finite number" in r for r in reasons)
     assert all(received_at is not None for _, _, received_at in rows)
-    assert http(service, "GET", "/ready")[1]["rejected_messages"] == before + 4
+    assert http(service, "GET", "/ready")[1]["rejected_messages"] == before + 5
 
 
 def test_consumer_killed_during_load_loses_and_doubles_nothing(own):

@@ -94,6 +94,21 @@ def test_rejected_messages_are_kept_with_their_reason(runtime: Runtime):
     assert received_at is not None
 
 
+def test_rejected_payloads_with_nul_or_huge_sizes_are_still_kept(runtime: Runtime):
+    from common.store import MAX_REJECTED_TEXT
+
+    huge = "x" * (MAX_REJECTED_TEXT + 10)
+    assert (
+        runtime.store.reject([("t", '{"device_id": "a\x00b"}', "not a reading"), ("t", huge, "too big")]) == 2
+    )
+    with runtime.store.pool.connection() as conn:
+        raws = [row[0] for row in conn.execute("SELECT raw FROM rejected_message ORDER BY id")]
+    assert raws[0] == '{"device_id": "a\\u0000b"}'
+    assert raws[1].startswith("x" * 100) and raws[1].endswith(
+        f"[cut: {MAX_REJECTED_TEXT + 10} characters in all]"
+    )
+
+
 def test_cache_never_lets_an_older_reading_replace_a_newer_one(runtime: Runtime):
     cache = runtime.cache
     assert cache.put_readings([r(value=5, minutes=5), r(device="dev-2", value=7)]) == 2
