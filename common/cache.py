@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import redis
@@ -99,6 +99,7 @@ class LatestCache:
                 socket_timeout=s.connect_timeout,
                 health_check_interval=30,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+                decode_responses=True,  # hiredis decodes in C: thousands of entries per /api/devices
             )
             self._script = self._client.register_script(_PUT_NEWER)
         return self._client
@@ -164,7 +165,7 @@ class LatestCache:
 
     @staticmethod
     def _value(device_id: str, metric: str, entry: bytes) -> LatestValue:
-        _, value, moment = entry.decode().split("|", 2)
+        _, value, moment = entry.split("|", 2)
         return LatestValue(device_id, metric, float(value), moment)
 
     def latest(self, device_id: str) -> list[LatestValue]:
@@ -179,11 +180,16 @@ class LatestCache:
 
     def all_latest(self) -> list[LatestValue]:
         """Every latest value, ordered by device and metric."""
-        values = []
+        return [LatestValue(d, m, float(value), moment) for d, m, value, moment in self.all_latest_text()]
+
+    def all_latest_text(self) -> Iterator[tuple[str, str, str, str]]:
+        """(device_id, metric, value as JSON number text, ISO time) of every latest value, ordered by
+        device and metric, produced lazily: GET /api/devices turns them into JSON without building an
+        object per value (profiled: object churn and the garbage collector were half its time)."""
         for field, entry in sorted(self.client.hgetall(self._latest_key).items()):
-            device_id, _, metric = field.decode().partition(" ")
-            values.append(self._value(device_id, metric, entry))
-        return values
+            device_id, metric = field.split(" ")
+            _, value, moment = entry.split("|")
+            yield device_id, metric, value, moment
 
     def ping(self) -> None:
         self.client.ping()

@@ -1,15 +1,21 @@
 """Kafka producer for accepted readings: created once per process, reused across invocations.
 
-Each accepted request becomes one message (see readings.encode_message), keyed by device, sent with
-``acks=all``; ingest answers only after the broker acknowledged it. The producer's own delivery
-timeout is the wait bound, so a message that was not acknowledged in time is also given up by the
-producer rather than written later behind the caller's back.
+Ingest answers only after the broker acknowledged (``acks=all``) a message holding the request's
+readings. Requests that arrive while a message is in flight are *group-committed*: the next message
+carries all of them, and each waits for that one acknowledgement. A request's readings are always
+inside one message, so a request is queued whole or not at all; under load, one Kafka message (and
+one broker round trip, and kafka-python's sizeable per-message cost) serves many requests. With one
+request at a time, as a FunctionGraph instance runs, each message holds exactly one request.
+
+The producer's own delivery timeout is the wait bound, so a message that was not acknowledged in
+time is also given up by the producer rather than written later behind the caller's back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
@@ -25,11 +31,31 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = "The message queue is unavailable; nothing was queued, retry shortly"
 
 
+# Readings per group-committed message: about 250 KB at most, well inside Kafka's 1 MB default.
+MAX_GROUP_READINGS = 1000
+
+
+class _Group:
+    """Requests' readings that travel in one message, and that message's outcome."""
+
+    __slots__ = ("readings", "key", "done", "error")
+
+    def __init__(self, key: bytes):
+        self.readings: list[dict] = []
+        self.key = key
+        self.done = False
+        self.error: KafkaError | None = None
+
+
 class ReadingProducer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
+        # Group commit: groups waiting to be sent (the last one still open), one in flight at a time.
+        self._groups: deque[_Group] = deque()
+        self._sending = False
+        self._turn = threading.Condition()
 
     def _client(self) -> KafkaProducer:
         if self._producer is None:
@@ -61,11 +87,41 @@ class ReadingProducer:
         shown = [reading.to_dict() for reading in readings]
         if not shown:
             return shown
+        group = self._join(shown, readings[0].device_id.encode())
+        if group.error is not None:
+            raise ServiceUnavailable(UNAVAILABLE) from group.error
+        return shown
+
+    def _join(self, shown: list[dict], key: bytes) -> _Group:
+        """Add a request to the open group and return once that group's message is acknowledged or
+        failed. Whoever finds no message in flight sends the oldest group (often its own)."""
+        with self._turn:
+            group = self._groups[-1] if self._groups else None
+            if group is None or len(group.readings) + len(shown) > MAX_GROUP_READINGS:
+                group = _Group(key)
+                self._groups.append(group)
+            group.readings.extend(shown)
+            while not group.done:
+                if self._sending or not self._groups:
+                    self._turn.wait()
+                    continue
+                batch = self._groups.popleft()
+                self._sending = True
+                self._turn.release()
+                error: KafkaError | None = KafkaError("the message was not sent")  # if _deliver raises
+                try:
+                    error = self._deliver(batch)
+                finally:
+                    self._turn.acquire()
+                    batch.error, batch.done, self._sending = error, True, False
+                    self._turn.notify_all()
+        return group
+
+    def _deliver(self, group: _Group) -> KafkaError | None:
+        """Send one group's message and wait for the broker; the error, if it was not acknowledged."""
         try:
             future = self._client().send(
-                self.settings.kafka_topic,
-                key=readings[0].device_id.encode(),
-                value=encode_message(shown),
+                self.settings.kafka_topic, key=group.key, value=encode_message(group.readings)
             )
             future.get(timeout=self.settings.kafka_timeout_ms / 1000 + 1)
         except KafkaError as error:
@@ -73,8 +129,8 @@ class ReadingProducer:
             # A producer that failed may be stuck (e.g. its idempotence state is fatal after a broker
             # restart) and may hold the unsent message: drop it; the next request builds a fresh one.
             self._discard()
-            raise ServiceUnavailable(UNAVAILABLE) from error
-        return shown
+            return error
+        return None
 
     def ping(self) -> None:
         """Ask the broker itself (not the producer's cached metadata) whether the topic exists."""

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -111,10 +112,10 @@ def _storable(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class LatestValue:
+class LatestValue(NamedTuple):
     """A latest value as the API shows it. ``timestamp`` is ISO-8601 UTC text (``isoformat()``):
-    strings of that one shape sort in time order, so they need no parsing to be compared."""
+    strings of that one shape sort in time order, so they need no parsing to be compared. A tuple,
+    because GET /api/devices builds thousands of them per request."""
 
     device_id: str
     metric_type: str

@@ -174,3 +174,31 @@ def test_timestamps_sort_as_text_in_time_order():
     # latest values compare ISO texts; isoformat() leaves out a zero fraction, and must still sort right
     moments = [T0, T0 + timedelta(microseconds=1), T0 + timedelta(seconds=1), T0 + timedelta(days=400)]
     assert sorted(m.isoformat() for m in reversed(moments)) == [m.isoformat() for m in moments]
+
+
+@pytest.mark.parametrize("redis_up", [True, False])
+def test_devices_json_is_exact_from_redis_and_from_postgres(
+    runtime: Runtime, settings: Settings, redis_up: bool
+):
+    import json
+
+    from common import query
+    from common.apig import ApigRequest, build_event
+
+    values = [1e20, -0.0, 1 / 3, 123456789.123456789, -273.15, 5e-324]
+    readings = [r(device=f"dev-{i}", metric="power", value=v, minutes=i) for i, v in enumerate(values)]
+    runtime.store.store(readings)
+    runtime.cache.put_readings(readings)
+    if not redis_up:
+        runtime.cache.suspend()  # as after a Redis failure: served from PostgreSQL
+    body = json.loads(query.list_devices(ApigRequest.from_event(build_event("GET", "/api/devices"))).body)
+    assert body == {
+        "devices": [
+            {
+                "device_id": f"dev-{i}",
+                "metrics": {"power": {"value": v, "timestamp": (T0 + timedelta(minutes=i)).isoformat()}},
+                "last_updated": (T0 + timedelta(minutes=i)).isoformat(),
+            }
+            for i, v in enumerate(values)
+        ]
+    }
