@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint clean install bench soak demo-data compose-config chromium vendor-js dashboard-screenshots
+.PHONY: run test lint clean install bench soak wrk demo-data compose-config chromium vendor-js dashboard-screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,8 +55,14 @@ dashboard-screenshots: $(STAMP) chromium
 	$(PY) scripts/dashboard_screenshots.py
 
 ## Benchmarks, printed as JSON lines and appended to BENCHMARKS.md (QUICK=1: under two minutes)
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(PY) -m local.bench --record $(if $(QUICK),--quick)
+
+## wrk (Debian's C load generator) for the single-reading benchmark; without it the bench uses a Python client
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || \
+	  echo "wrk is not installed: the single-reading benchmark uses the Python client instead"
 
 ## A sustained mixed load (SOAK_SECONDS, default 60): zero errors and nothing lost?
 soak: $(STAMP)

@@ -23,6 +23,9 @@ import json
 import os
 import platform
 import random
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +45,33 @@ from .functions import ROOT
 from .run import Stack
 
 METRICS = MetricType.names()
+
+# wrk's request generator: every request a distinct reading (thread id, counter) of PREFIX's devices.
+WRK_SCRIPT = """
+local threads = {}
+function setup(thread) thread:set("id", #threads); table.insert(threads, thread) end
+function init(args) counter = 0; accepted = 0 end
+function response(status, headers, body) if status == 200 then accepted = accepted + 1 end end
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("accepted") end
+  io.write(string.format("accepted %d\\n", total))
+end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"device_id":"PREFIX-%d-%03d","metric_type":"power","value":%d.25,"timestamp":"2025-02-01T00:00:00.%06dZ"}',
+    id, counter % 1000, counter % 5000, counter)
+  return wrk.format("POST", "/api/device/data", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def _wrk_ms(out: str, share: str) -> float:
+    value, unit = re.search(rf"{re.escape(share)}\s+([\d.]+)(us|ms|s)", out).groups()
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
+
+
 BASE_TIME = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
@@ -278,6 +308,56 @@ class Bench:
             time.sleep(0.05)
 
     # -- 2. single-reading ingest --------------------------------------------------------------------
+    def single_ingest_wrk(self, seconds: float, clients: int) -> None:
+        """Single readings from wrk (a C load generator, so the client does not eat the cores the
+        service runs on), each one unique; then every accepted reading is counted in PostgreSQL."""
+        prefix = f"wrk{uuid.uuid4().hex[:6]}"
+        script = self.data_dir / "single.lua"
+        script.write_text(WRK_SCRIPT.replace("PREFIX", prefix))
+        result = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                str(clients),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{self.args.port}/",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out = result.stdout
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        failed = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+        errors = re.search(r"Socket errors: (.*)", out)
+        accepted = int(re.search(r"accepted (\d+)", out).group(1))
+        # wrk stops with requests in flight: the service may accept (and store) a few it never counts.
+        stored = self.wait_stored(prefix, accepted, timeout=120)
+        emit(
+            {
+                "benchmark": "single_reading_ingest",
+                "client": "wrk",
+                "seconds": seconds,
+                "clients": clients,
+                "requests": total,
+                "requests_per_s": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),
+                "p50_ms": _wrk_ms(out, "50%"),
+                "p99_ms": _wrk_ms(out, "99%"),
+                "errors": failed + (1 if errors else 0),
+                "accepted": accepted,
+                "stored": stored,
+                "lost": max(0, accepted - stored),
+                "accepted_in_flight_at_stop": max(0, stored - accepted),
+            },
+            self.results,
+        )
+
     def single_ingest(self, requests: int, clients: int) -> None:
         prefix = f"single{uuid.uuid4().hex[:6]}"
         bodies = [
@@ -288,6 +368,7 @@ class Bench:
         emit(
             {
                 "benchmark": "single_reading_ingest",
+                "client": "python",
                 "requests": requests,
                 "clients": clients,
                 "requests_per_s": round(requests / elapsed),
@@ -556,7 +637,13 @@ def main() -> None:
         else:
             total = args.readings or (50_000 if args.quick else 200_000)
             readings = bench.bulk_ingest(total, devices=1000, per_request=100, clients=args.clients)
-            bench.single_ingest(5_000 if args.quick else 20_000, clients=args.clients)
+            if shutil.which("wrk"):
+                bench.single_ingest_wrk(5 if args.quick else 15, clients=args.clients)
+            else:
+                print(
+                    "# wrk not found: single-reading ingest measured with the Python client", file=sys.stderr
+                )
+                bench.single_ingest(5_000 if args.quick else 20_000, clients=args.clients)
             prefix = readings[0]["device_id"].rsplit("-", 1)[0]
             bench.queries(prefix, devices=1000, repeat=200 if args.quick else 1000)
             bench.copy_reference(readings)
