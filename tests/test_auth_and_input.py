@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import urllib.request
 import uuid
 
 import pytest
 
 from .conftest import ROOT, LocalService, isolated_env, wait_for
+from .test_service import exchange
 from .test_service import http as plain_http
 
 pytestmark = pytest.mark.integration
@@ -27,22 +26,12 @@ def token_command(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     )
 
 
-def http(
-    service, method, path, body=None, *, token=None, header="Authorization", content_type="application/json"
-):
+def http(service, method, path, body=None, *, token=None, header="Authorization"):
+    """(status, body, headers), sending the token in the given header."""
     headers = {}
     if token is not None:
         headers[header] = f"Bearer {token}" if header == "Authorization" else token
-    data = None
-    if body is not None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers["Content-Type"] = content_type
-    request = urllib.request.Request(service.url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, json.loads(response.read()), dict(response.headers)
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), dict(error.headers)
+    return exchange(service, method, path, body, headers=headers)
 
 
 class Secured:

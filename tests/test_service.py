@@ -15,19 +15,32 @@ from .conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
-def http(service, method: str, path: str, body: object = None, *, content_type: str = "application/json"):
+def exchange(
+    service, method: str, path: str, body: object = None, *, headers=None, content_type="application/json"
+):
+    """One HTTP request to the service: (status, JSON body or text, response headers)."""
     data = None
-    headers = {}
+    headers = dict(headers or {})
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers["Content-Type"] = content_type
     request = urllib.request.Request(service.url + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, raw, kind = response.status, response.read(), response.headers.get("Content-Type", "")
+        with urllib.request.urlopen(request, timeout=15) as response:
+            status, raw, answer_headers = response.status, response.read(), response.headers
     except urllib.error.HTTPError as error:
-        status, raw, kind = error.code, error.read(), error.headers.get("Content-Type", "")
-    return status, json.loads(raw) if kind.startswith("application/json") else raw.decode()
+        status, raw, answer_headers = error.code, error.read(), error.headers
+    kind = answer_headers.get("Content-Type", "")
+    return (
+        status,
+        json.loads(raw) if kind.startswith("application/json") else raw.decode(),
+        dict(answer_headers),
+    )
+
+
+def http(service, method: str, path: str, body: object = None, *, content_type: str = "application/json"):
+    """(status, JSON body or text) of one request."""
+    return exchange(service, method, path, body, content_type=content_type)[:2]
 
 
 def new_device(prefix: str = "dev") -> str:
