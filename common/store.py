@@ -135,6 +135,21 @@ class StoreResult:
     latest_moved: int  # latest values that moved forward
 
 
+def conninfo(settings: Settings) -> str:
+    """The libpq connection string for the settings' database (also for tools and tests)."""
+    return psycopg.conninfo.make_conninfo(
+        host=settings.db_host,
+        port=settings.db_port,
+        dbname=settings.db_name,
+        user=settings.db_user,
+        password=settings.db_password,
+        connect_timeout=settings.connect_timeout,
+        application_name="iot-metrics",
+        # timestamptz values come back in the session's time zone: UTC, as the API shows them
+        options="-c timezone=UTC",
+    )
+
+
 def _configure(conn: psycopg.Connection) -> None:
     conn.execute(_INCOMING)
 
@@ -149,18 +164,7 @@ class ReadingStore:
 
     # -- connections -------------------------------------------------------------------------
     def _conninfo(self) -> str:
-        s = self.settings
-        return psycopg.conninfo.make_conninfo(
-            host=s.db_host,
-            port=s.db_port,
-            dbname=s.db_name,
-            user=s.db_user,
-            password=s.db_password,
-            connect_timeout=s.connect_timeout,
-            application_name="iot-metrics",
-            # timestamptz values come back in the session's time zone: UTC, as the API shows them
-            options="-c timezone=UTC",
-        )
+        return conninfo(self.settings)
 
     @property
     def pool(self) -> ConnectionPool:

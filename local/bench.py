@@ -40,6 +40,7 @@ import redis
 
 from common.readings import MetricType
 from common.settings import Settings
+from common.store import conninfo
 
 from .functions import ROOT
 from .run import Stack
@@ -216,15 +217,7 @@ class Bench:
         return [process.pid for name, process in self.stack.children if name.startswith(prefix)]
 
     def connect(self) -> psycopg.Connection:
-        s = self.settings
-        return psycopg.connect(
-            host=s.db_host,
-            port=s.db_port,
-            dbname=s.db_name,
-            user=s.db_user,
-            password=s.db_password,
-            autocommit=True,
-        )
+        return psycopg.connect(conninfo(self.settings), autocommit=True)
 
     def count(self, prefix: str) -> int:
         with self.connect() as conn:

@@ -84,15 +84,10 @@ def test_tokens_are_printed_once_and_stored_only_as_hashes(secured):
     import psycopg
 
     from common.settings import Settings
+    from common.store import conninfo
 
     settings = Settings.from_env(secured.env)
-    with psycopg.connect(
-        host=settings.db_host,
-        port=settings.db_port,
-        dbname=settings.db_name,
-        user=settings.db_user,
-        password=settings.db_password,
-    ) as conn:
+    with psycopg.connect(conninfo(settings)) as conn:
         stored = conn.execute(
             "SELECT string_agg(token_hash || name || array_to_string(devices, ','), ' ') FROM api_token"
         ).fetchone()[0]

@@ -20,6 +20,7 @@ import redis
 from kafka import KafkaProducer
 
 from common.settings import Settings
+from common.store import conninfo
 from local.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
 
 from .conftest import LocalService, wait_for
@@ -67,9 +68,7 @@ def reading(device: str, n: int, metric: str = "power") -> dict:
 def stored(env: dict[str, str], prefix: str) -> tuple[int, int, set]:
     """(rows, distinct readings, keys) stored for devices starting with prefix."""
     s = Settings.from_env(env)
-    with psycopg.connect(
-        host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user, password=s.db_password
-    ) as conn:
+    with psycopg.connect(conninfo(s)) as conn:
         rows = conn.execute(
             "SELECT device_id, metric_type::text, timestamp FROM reading WHERE device_id LIKE %s",
             (prefix + "%",),
@@ -273,9 +272,7 @@ def test_poison_messages_are_kept_and_do_not_block_their_batch(own):
     wait_for(lambda: stored(servers.env, device)[0] == 3, timeout=20)
     wait_for(lambda: http(service, "GET", "/api/stats")[1]["rejected_messages"] == before + 5)
     s = Settings.from_env(servers.env)
-    with psycopg.connect(
-        host=s.db_host, port=s.db_port, dbname=s.db_name, user=s.db_user, password=s.db_password
-    ) as conn:
+    with psycopg.connect(conninfo(s)) as conn:
         rows = conn.execute(
             "SELECT raw, reason, received_at FROM rejected_message WHERE raw LIKE %s OR raw LIKE %s ORDER BY id",
             (f"%{device}%", "%not json%"),
