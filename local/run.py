@@ -92,6 +92,14 @@ class Stack:
                 time.sleep(0.3)
         raise RuntimeError(f"the shim did not answer {url} within {timeout:.0f}s")
 
+    def wait_for_file(self, path: Path, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            self.check_children()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.2)
+
     def check_children(self) -> None:
         for name, process in self.children:
             if process.poll() is not None:
@@ -147,8 +155,11 @@ def main() -> None:
         stack.start_servers()
         settings = stack.prepare()
         stack.spawn("shim", "local.shim", "--port", str(args.port), "--workers", str(args.workers))
-        stack.spawn("trigger loop", "local.trigger_loop")
+        consuming = args.data_dir / "trigger.ready"
+        consuming.unlink(missing_ok=True)
+        stack.spawn("trigger loop", "local.trigger_loop", "--ready-file", str(consuming))
         stack.wait_healthy()
+        stack.wait_for_file(consuming, "the trigger loop to join its consumer group")
         print(
             f"\nReady.\n  dashboard   http://127.0.0.1:{args.port}/\n"
             f"  API         http://127.0.0.1:{args.port}/api/devices\n"

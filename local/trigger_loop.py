@@ -15,8 +15,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
 from common import dms
@@ -30,6 +31,22 @@ log = logging.getLogger("trigger-loop")
 Handler = Callable[[dict, object], object]
 
 
+class _Announce(ConsumerRebalanceListener):
+    """Logs partition assignments and, the first time, touches ``ready_file`` (the local runner
+    waits for it, so "Ready" means readings are being consumed, not just accepted)."""
+
+    def __init__(self, ready_file: Path | None):
+        self.ready_file = ready_file
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("consuming partitions %s", sorted(p.partition for p in assigned))
+        if self.ready_file is not None and assigned:
+            self.ready_file.touch()
+
+    def on_partitions_revoked(self, revoked) -> None:
+        log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
+
+
 class TriggerLoop:
     def __init__(
         self,
@@ -40,6 +57,7 @@ class TriggerLoop:
         batch_size: int = 100,
         max_wait_ms: int = 200,
         max_backoff_s: float = 10.0,
+        ready_file: Path | None = None,
     ):
         self.settings = settings
         self.handler = handler
@@ -50,10 +68,10 @@ class TriggerLoop:
         self.stopping = threading.Event()
         self.batches = 0
         self.messages = 0
+        self.ready_file = ready_file
 
     def _consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            self.settings.kafka_topic,
+        consumer = KafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
             group_id=self.group_id,
             client_id="iot-trigger-loop",
@@ -63,6 +81,8 @@ class TriggerLoop:
             heartbeat_interval_ms=1000,
             max_poll_records=self.batch_size,
         )
+        consumer.subscribe([self.settings.kafka_topic], listener=_Announce(self.ready_file))
+        return consumer
 
     def _collect(self, consumer: KafkaConsumer) -> dict[TopicPartition, list]:
         """Up to batch_size records, waiting at most max_wait_ms after the first one arrives."""
@@ -136,6 +156,9 @@ def main() -> None:
     parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"))
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE", "500")))
     parser.add_argument("--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS", "100")))
+    parser.add_argument(
+        "--ready-file", help="touched once partitions are assigned (the local runner waits for it)"
+    )
     args = parser.parse_args()
 
     function = load_function("consumer")
@@ -146,6 +169,7 @@ def main() -> None:
         group_id=args.group,
         batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,
+        ready_file=Path(args.ready_file) if args.ready_file else None,
     )
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
