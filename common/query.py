@@ -48,9 +48,12 @@ def latest_values(runtime: Runtime, device_id: str | None = None) -> list[Latest
     cache, store = runtime.cache, runtime.store
     if device_id is None:
         return _from_cache_or_store(runtime, cache.all_latest, store.latest)
-    values = _from_cache_or_store(runtime, lambda: cache.latest(device_id), lambda: store.latest(device_id))
-    # Not cached is not proof of absence (a missed cache write): PostgreSQL decides.
-    return values or store.latest(device_id)
+
+    def from_cache() -> list[LatestValue]:
+        # Not cached is not proof of absence (a missed cache write): PostgreSQL decides.
+        return cache.latest(device_id) or store.latest(device_id)
+
+    return _from_cache_or_store(runtime, from_cache, lambda: store.latest(device_id))
 
 
 def _metrics(values: Sequence[LatestValue]) -> dict:
