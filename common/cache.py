@@ -164,7 +164,7 @@ class LatestCache:
         return bool(client.exists(self._ready_key))
 
     @staticmethod
-    def _value(device_id: str, metric: str, entry: bytes) -> LatestValue:
+    def _value(device_id: str, metric: str, entry: str) -> LatestValue:
         _, value, moment = entry.split("|", 2)
         return LatestValue(device_id, metric, float(value), moment)
 
