@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from typing import NamedTuple
 
 from .errors import ValidationError
 
@@ -42,12 +42,25 @@ _METRIC_NAMES = {name: name for name in MetricType.names()}
 _ALLOWED_METRICS = ", ".join(MetricType.names())
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
+    """One validated reading. A named tuple: every reading is built twice (ingest and consumer), and
+    a tuple is built several times faster than a frozen dataclass."""
+
     device_id: str
     metric_type: str  # one of MetricType's values
     value: float
     timestamp: datetime  # always timezone-aware UTC
+
+    def to_json(self) -> str:
+        """The reading as one JSON object, the same as ``json.dumps(self.to_dict())`` but written
+        directly: ingest shows and queues every accepted reading, and the encoder's generic path cost
+        more than the validation. No escaping is needed: a device id only ever holds the characters
+        ``parse_device_id`` allows, a metric type is one of MetricType's values, and a value is a
+        finite float (``repr`` is JSON's number syntax)."""
+        return (
+            f'{{"device_id":"{self.device_id}","metric_type":"{self.metric_type}",'
+            f'"value":{self.value!r},"timestamp":"{self.timestamp.isoformat()}"}}'
+        )
 
     def to_dict(self) -> dict:
         """The reading as the API shows it (and as it travels in Kafka messages)."""
@@ -150,12 +163,75 @@ def parse_timestamp(raw: object, received_at: datetime) -> datetime:
 
 def parse_reading(data: object, received_at: datetime | None = None) -> Reading:
     """Validate one reading given as a mapping; raise ValidationError naming the problem."""
+    received_at = received_at or utc_now()
+    return _fast_reading(data, received_at, received_at + MAX_FUTURE_SKEW) or _checked_reading(
+        data, received_at
+    )
+
+
+_UTC = timezone.utc
+_MISSING = object()
+
+
+def _fast_reading(
+    data: object, received_at: datetime, latest: datetime, stamped: bool = False
+) -> Reading | None:
+    """The common case, a clean reading, in one pass of exact type checks; None for anything else,
+    which ``_checked_reading`` then validates again and explains. Accepts nothing that one refuses
+    and gives the same Reading (the tests compare the two). ``stamped``: the timestamp is required."""
+    if type(data) is not dict:
+        return None
+    stamp = data.get("timestamp", _MISSING)
+    if len(data) != (3 if stamp is _MISSING else 4):
+        return None  # a key besides the four (or one missing): the checked path judges it
+    device_id = data.get("device_id")
+    metric = data.get("metric_type")
+    value = data.get("value")
+    if (
+        type(device_id) is not str
+        or len(device_id) > MAX_DEVICE_ID_LENGTH
+        or type(metric) is not str
+        or not _DEVICE_ID.fullmatch(device_id)
+    ):
+        return None
+    metric = _METRIC_NAMES.get(metric)
+    if metric is None:
+        return None
+    if type(value) is int:
+        if -(2**53) <= value <= 2**53:
+            value = float(value)
+        else:
+            return None
+    elif type(value) is not float or value - value != 0.0:  # NaN and infinities are not 0
+        return None
+    if stamp is _MISSING or stamp is None or stamp == "":
+        if stamped:
+            return None
+        moment = received_at
+    elif type(stamp) is str:
+        try:
+            moment = datetime.fromisoformat(stamp)
+        except ValueError:
+            return None
+        tz = moment.tzinfo
+        if tz is None:
+            moment = moment.replace(tzinfo=_UTC)
+        elif tz is not _UTC:
+            moment = moment.astimezone(_UTC)
+        if moment < EARLIEST_TIMESTAMP or moment > latest:
+            return None
+    else:
+        return None
+    return Reading(device_id, metric, value, moment)
+
+
+def _checked_reading(data: object, received_at: datetime) -> Reading:
+    """Every check, one at a time, each with the message a caller can act on."""
     if not isinstance(data, dict):
         raise ValidationError("a reading must be a JSON object with device_id, metric_type and value")
     for key, value in data.items():
         if isinstance(value, (dict, list)):
             raise ValidationError(f"{str(key)[:40]!r} must be a plain value, not an object or a list")
-    received_at = received_at or utc_now()
     return Reading(
         device_id=parse_device_id(data.get("device_id")),
         metric_type=parse_metric_type(data.get("metric_type")),
@@ -178,12 +254,16 @@ def parse_bulk(body: object, received_at: datetime | None = None) -> list[Readin
             f'"readings" has {len(items)} readings; send at most {MAX_BULK_READINGS} per request'
         )
     received_at = received_at or utc_now()
+    latest = received_at + MAX_FUTURE_SKEW
     readings = []
     for index, item in enumerate(items):
-        try:
-            readings.append(parse_reading(item, received_at))
-        except ValidationError as error:
-            raise ValidationError(f"Reading {index}: {error.message}") from None
+        reading = _fast_reading(item, received_at, latest)
+        if reading is None:
+            try:
+                reading = _checked_reading(item, received_at)
+            except ValidationError as error:
+                raise ValidationError(f"Reading {index}: {error.message}") from None
+        readings.append(reading)
     return readings
 
 
@@ -192,9 +272,14 @@ def parse_bulk(body: object, received_at: datetime | None = None) -> list[Readin
 # never half queued. The consumer also accepts a bare reading object (one reading per message).
 
 
-def encode_message(readings: list[dict]) -> bytes:
-    """One Kafka message for readings already shown as dicts (``Reading.to_dict``)."""
-    return json.dumps({"readings": readings}, separators=(",", ":")).encode()
+def json_list(objects: list[str]) -> str:
+    """A JSON array of objects already written as JSON text (``Reading.to_json``)."""
+    return "[" + ",".join(objects) + "]"
+
+
+def encode_message(readings: list[str]) -> bytes:
+    """One Kafka message ``{"readings": [...]}`` for readings written as JSON (``Reading.to_json``)."""
+    return ('{"readings":' + json_list(readings) + "}").encode()
 
 
 class MessageError(ValueError):
@@ -220,8 +305,13 @@ def decode_message(raw: str) -> list[Reading]:
     if not isinstance(items, list) or not items:
         raise MessageError('"readings" must be a non-empty list')
     received_at = utc_now()
+    latest = received_at + MAX_FUTURE_SKEW
     readings, problems = [], []
     for index, item in enumerate(items):
+        reading = _fast_reading(item, received_at, latest, stamped=True)
+        if reading is not None:
+            readings.append(reading)
+            continue
         try:
             if not isinstance(item, dict) or item.get("timestamp") in (None, ""):
                 raise ValidationError("a queued reading must carry its timestamp")

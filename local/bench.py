@@ -216,6 +216,15 @@ class Bench:
     def pids(self, prefix: str) -> list[int]:
         return [process.pid for name, process in self.stack.children if name.startswith(prefix)]
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far of each part of the stack (embedded servers only when embedded)."""
+        used = {"shim": cpu_seconds(self.pids("shim")), "consumer": cpu_seconds(self.pids("trigger"))}
+        for server in self.stack.servers:
+            if server.pid is not None:
+                used[type(server).__name__.removeprefix("Embedded").lower()] = cpu_seconds([server.pid])
+        used["bench_client"] = time.process_time()
+        return used
+
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(conninfo(self.settings), autocommit=True)
 
@@ -243,15 +252,15 @@ class Bench:
             key = (r["device_id"], r["metric_type"])
             if r["timestamp"] > expected_latest.get(key, ""):
                 expected_latest[key] = r["timestamp"]
-        shim_cpu, consumer_cpu = cpu_seconds(self.pids("shim")), cpu_seconds(self.pids("trigger"))
+        cpu_before = self.cpu_by_process()
         started = time.perf_counter()
         sent_in, calls = call_many(self.args.port, bodies, clients)
         stored = self.wait_stored(prefix, total, timeout=max(120, total / 2000))
         in_postgres = time.perf_counter() - started
         self.wait_cached(expected_latest)
         elapsed = time.perf_counter() - started
-        shim_cpu = cpu_seconds(self.pids("shim")) - shim_cpu
-        consumer_cpu = cpu_seconds(self.pids("trigger")) - consumer_cpu
+        cpu = {name: round(used - cpu_before[name], 2) for name, used in self.cpu_by_process().items()}
+        shim_cpu, consumer_cpu = cpu["shim"], cpu["consumer"]
         emit(
             {
                 "benchmark": "bulk_ingest_end_to_end",
@@ -268,6 +277,7 @@ class Bench:
                 "lost": total - stored,
                 "consumer_cpu_s_per_10k_readings": round(consumer_cpu / total * 10_000, 3),
                 "shim_cpu_ms_per_request": round(shim_cpu / len(bodies) * 1000, 3),
+                "cpu_s_by_process": cpu,
             },
             self.results,
         )
@@ -602,6 +612,10 @@ def record(results: list[dict], mode: str, path: Path) -> None:
         out.write("\n".join(lines))
 
 
+# What a run measures besides the bulk ingest (which the others build on).
+PARTS = ("single", "queries", "copy", "handler")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the local service end to end.")
     parser.add_argument("--quick", action="store_true", help="smaller sizes: finishes in under two minutes")
@@ -619,7 +633,16 @@ def main() -> None:
     parser.add_argument(
         "--query-rows", type=int, default=1_000_000, help="rows in the database for the query benchmark"
     )
+    parser.add_argument(
+        "--only",
+        metavar="PARTS",
+        help=f"comma-separated parts to run after the bulk ingest (which always runs): {', '.join(PARTS)}",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="run the bulk ingest this many times")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else set(PARTS)
+    if only - {"bulk", *PARTS}:
+        parser.error(f"--only takes a comma-separated list of: bulk, {', '.join(PARTS)}")
 
     bench = Bench(args)
     try:
@@ -629,19 +652,25 @@ def main() -> None:
             mode = f"soak {args.soak:.0f}s"
         else:
             total = args.readings or (50_000 if args.quick else 200_000)
-            readings = bench.bulk_ingest(total, devices=1000, per_request=100, clients=args.clients)
-            if shutil.which("wrk"):
-                bench.single_ingest_wrk(5 if args.quick else 15, clients=args.clients)
-            else:
-                print(
-                    "# wrk not found: single-reading ingest measured with the Python client", file=sys.stderr
-                )
-                bench.single_ingest(5_000 if args.quick else 20_000, clients=args.clients)
-            prefix = readings[0]["device_id"].rsplit("-", 1)[0]
-            bench.queries(prefix, devices=1000, repeat=200 if args.quick else 1000)
-            bench.copy_reference(readings)
-            bench.handler_cpu(300 if args.quick else 1000)
-            mode = "quick" if args.quick else "full"
+            for _ in range(args.repeat):
+                readings = bench.bulk_ingest(total, devices=1000, per_request=100, clients=args.clients)
+            if "single" in only:
+                if shutil.which("wrk"):
+                    bench.single_ingest_wrk(5 if args.quick else 15, clients=args.clients)
+                else:
+                    print(
+                        "# wrk not found: single-reading ingest measured with the Python client",
+                        file=sys.stderr,
+                    )
+                    bench.single_ingest(5_000 if args.quick else 20_000, clients=args.clients)
+            if "queries" in only:
+                prefix = readings[0]["device_id"].rsplit("-", 1)[0]
+                bench.queries(prefix, devices=1000, repeat=200 if args.quick else 1000)
+            if "copy" in only:
+                bench.copy_reference(readings)
+            if "handler" in only:
+                bench.handler_cpu(300 if args.quick else 1000)
+            mode = ("quick" if args.quick else "full") + (f" (only {args.only})" if args.only else "")
     finally:
         bench.stop()
     if args.record:

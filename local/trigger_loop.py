@@ -80,6 +80,7 @@ class TriggerLoop:
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_records=self.batch_size,
+            metrics_enabled=False,  # sensors on every fetched record that nothing reads
         )
         consumer.subscribe([self.settings.kafka_topic], listener=_Announce(self.ready_file))
         return consumer

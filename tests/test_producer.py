@@ -3,6 +3,7 @@ concurrent requests share messages, and a failed message fails exactly its own r
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -54,7 +55,7 @@ def test_concurrent_requests_share_messages_and_each_lands_whole_once(settings):
                 if not pending:
                     return
                 request = pending.pop()
-            assert producer.send(request) == [r.to_dict() for r in request]
+            assert [json.loads(shown) for shown in producer.send(request)] == [r.to_dict() for r in request]
 
     threads = [threading.Thread(target=client) for _ in range(8)]
     for thread in threads:

@@ -5,11 +5,15 @@ import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.errors import ValidationError
 from common.readings import (
     MessageError,
     MetricType,
+    _checked_reading,
+    _fast_reading,
     decode_message,
     encode_message,
     parse_bulk,
@@ -32,6 +36,16 @@ def test_a_valid_reading_is_normalised():
     assert r.value == 21.5
     assert r.timestamp == datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
     assert r.to_dict()["timestamp"] == "2024-05-01T08:00:00+00:00"
+
+
+@pytest.mark.parametrize("device_id", ["sensor-1", "a", "Plant_7.line:3@site-B", "X" * 128, "  padded  "])
+@pytest.mark.parametrize("value", [21.5, -0.0, 0, 1e16, -1e-300, 1.7976931348623157e308, "12.25", 10**20])
+@pytest.mark.parametrize("timestamp", ["2024-05-01T10:00:00+02:00", "2024-05-01T10:00:00.000001Z", None])
+def test_a_reading_written_as_json_is_the_json_of_its_dict(device_id, value, timestamp):
+    """Ingest writes each reading's JSON by hand (for speed); it must equal what json.dumps writes."""
+    r = parse_reading(reading(device_id=device_id, value=value, timestamp=timestamp), NOW)
+    assert json.loads(r.to_json()) == json.loads(json.dumps(r.to_dict())) == r.to_dict()
+    assert r.to_json() == json.dumps(r.to_dict(), separators=(",", ":"))
 
 
 def test_naive_timestamp_means_utc_and_absent_means_received_time():
@@ -97,7 +111,7 @@ def test_bulk_validates_every_reading_and_names_the_bad_one():
 
 def test_messages_round_trip_and_keep_valid_readings_of_a_bad_message():
     readings = [parse_reading(reading(timestamp="2024-05-01T10:00:00Z"), NOW)]
-    assert decode_message(encode_message([r.to_dict() for r in readings]).decode()) == readings
+    assert decode_message(encode_message([r.to_json() for r in readings]).decode()) == readings
     # one bare reading per message is accepted too
     bare = json.dumps(reading(timestamp="2024-05-01T10:00:00Z"))
     assert decode_message(bare) == readings
@@ -131,3 +145,76 @@ def test_value_bounds():
     assert parse_reading(reading(value=-1e300), NOW).value == -1e300
     assert math.isfinite(parse_reading(reading(value="1e10"), NOW).value)
     assert parse_reading(reading(timestamp=(NOW + timedelta(hours=23)).isoformat()), NOW)
+
+
+# --- the fast path agrees with the checked one ------------------------------------------------------
+_texts = st.one_of(
+    st.sampled_from(["sensor-1", "Temperature", "power", " power ", "POWER", "", "a" * 129, "dev/1", "é"]),
+    st.text(max_size=12),
+)
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    _texts,
+    st.lists(st.integers(), max_size=1),
+)
+_stamps = st.one_of(
+    st.none(),
+    st.just(""),
+    st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5)), None])).map(
+        lambda moment: moment.isoformat()
+    ),
+    st.sampled_from(["2024-05-01T10:00:00Z", "1969-12-31T23:59:59Z", "2024-05-03T12:00:00+00:00", "soon"]),
+    _values,
+)
+_keys = st.sampled_from(["device_id", "metric_type", "value", "timestamp", "extra"])
+
+
+_good_stamps = st.datetimes(
+    min_value=datetime(1969, 12, 30), timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5))])
+).map(lambda moment: moment.isoformat())
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(
+    base=st.fixed_dictionaries(
+        {
+            "device_id": st.one_of(
+                st.sampled_from(["sensor-1", "a:b@c.d_e-f", "X" * 128]),
+                st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,20}", fullmatch=True),
+            ),
+            "metric_type": st.sampled_from(MetricType.names()),
+            "value": st.one_of(st.floats(), st.integers(-(2**60), 2**60)),
+        },
+        optional={"timestamp": st.one_of(_good_stamps, _good_stamps, _stamps)},
+    ),
+    extra=st.dictionaries(_keys, st.one_of(_stamps, _values), max_size=1) | st.just({}),
+    drop=st.lists(_keys, max_size=1) | st.just([]),
+    stamped=st.booleans(),
+)
+def test_the_fast_path_accepts_only_what_the_checked_path_accepts_and_reads_it_the_same(
+    base, extra, drop, stamped
+):
+    data = {**base, **extra}
+    for key in drop:
+        data.pop(key, None)
+    fast = _fast_reading(data, NOW, NOW + timedelta(days=1), stamped=stamped)
+    if fast is None:
+        return
+    assert fast == _checked_reading(data, NOW)
+    assert all(type(field) is type(want) for field, want in zip(fast, ("", "", 0.0, NOW), strict=True))
+    assert not stamped or data.get("timestamp") not in (None, "")
+
+
+def test_the_fast_path_takes_clean_readings_with_and_without_timestamp():
+    latest = NOW + timedelta(days=1)
+    assert _fast_reading(reading(), NOW, latest) == ("sensor-1", "temperature", 21.5, NOW)
+    assert _fast_reading(reading(value=3, timestamp="2024-05-01T10:00:00+02:00"), NOW, latest) == (
+        "sensor-1",
+        "temperature",
+        3.0,
+        datetime(2024, 5, 1, 8, tzinfo=timezone.utc),
+    )
+    assert _fast_reading(reading(), NOW, latest, stamped=True) is None
