@@ -1,4 +1,4 @@
-# The shim (HTTP functions under gunicorn), the trigger loop and the one-shot init, for docker compose.
+# The shim (HTTP functions under Granian), the trigger loop and the one-shot init, for docker compose.
 # One image, three commands (see docker-compose.yml); the default command serves HTTP on port 80.
 FROM python:3.11-slim
 
@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, so that a code change does not reinstall them: the run-time dependencies and
-# the `serve` extra (Flask, gunicorn), read from pyproject.toml. The embedded servers of the `local`
+# the `serve` extra (Flask, Granian), read from pyproject.toml. The embedded servers of the `local`
 # extra are not needed here: PostgreSQL, Redis and Kafka are containers of their own.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > /tmp/requirements.txt \

@@ -36,14 +36,19 @@ MAX_GROUP_READINGS = 1000
 
 
 class _Group:
-    """Requests' readings that travel in one message, and that message's outcome."""
+    """Requests' readings that travel in one message, and that message's outcome.
 
-    __slots__ = ("readings", "key", "done", "error")
+    The request that opened the group is its leader: it sends the message when its turn comes
+    (``your_turn``); the others wait for ``sent``. Each wake-up goes to the threads it concerns, not
+    to every waiting request thread."""
+
+    __slots__ = ("readings", "key", "your_turn", "sent", "error")
 
     def __init__(self, key: bytes):
         self.readings: list[str] = []
         self.key = key
-        self.done = False
+        self.your_turn = threading.Event()
+        self.sent = threading.Event()
         self.error: KafkaError | None = None
 
 
@@ -52,10 +57,12 @@ class ReadingProducer:
         self.settings = settings
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
-        # Group commit: groups waiting to be sent (the last one still open), one in flight at a time.
-        self._groups: deque[_Group] = deque()
+        # Group commit: at most one message in flight; groups waiting their turn, oldest first; the
+        # newest of them still open to requests that arrive meanwhile.
+        self._groups_lock = threading.Lock()
+        self._waiting: deque[_Group] = deque()
+        self._open: _Group | None = None
         self._sending = False
-        self._turn = threading.Condition()
 
     def _client(self) -> KafkaProducer:
         if self._producer is None:
@@ -96,27 +103,40 @@ class ReadingProducer:
 
     def _join(self, shown: list[str], key: bytes) -> _Group:
         """Add a request to the open group and return once that group's message is acknowledged or
-        failed. Whoever finds no message in flight sends the oldest group (often its own)."""
-        with self._turn:
-            group = self._groups[-1] if self._groups else None
-            if group is None or len(group.readings) + len(shown) > MAX_GROUP_READINGS:
-                group = _Group(key)
-                self._groups.append(group)
-            group.readings.extend(shown)
-            while not group.done:
-                if self._sending or not self._groups:
-                    self._turn.wait()
-                    continue
-                batch = self._groups.popleft()
-                self._sending = True
-                self._turn.release()
-                error: KafkaError | None = KafkaError("the message was not sent")  # if _deliver raises
-                try:
-                    error = self._deliver(batch)
-                finally:
-                    self._turn.acquire()
-                    batch.error, batch.done, self._sending = error, True, False
-                    self._turn.notify_all()
+        failed. A group's leader sends it as soon as no other message is in flight."""
+        with self._groups_lock:
+            group = self._open
+            if group is not None and len(group.readings) + len(shown) <= MAX_GROUP_READINGS:
+                group.readings.extend(shown)
+                leader = False
+            else:
+                group = self._open = _Group(key)
+                group.readings.extend(shown)
+                leader = True
+                if self._sending:
+                    self._waiting.append(group)
+                else:  # nothing in flight, so nothing waits either: send at once
+                    self._sending = True
+                    self._open = None
+                    group.your_turn.set()
+        if not leader:
+            group.sent.wait()
+            return group
+        group.your_turn.wait()
+        error: KafkaError | None = KafkaError("the message was not sent")  # if _deliver raises
+        try:
+            error = self._deliver(group)
+        finally:
+            group.error = error
+            group.sent.set()
+            with self._groups_lock:
+                if self._waiting:
+                    following = self._waiting.popleft()
+                    if following is self._open:
+                        self._open = None  # from now on it is being sent: closed to new requests
+                    following.your_turn.set()
+                else:
+                    self._sending = False
         return group
 
     def _deliver(self, group: _Group) -> KafkaError | None:

@@ -44,6 +44,7 @@ from common.store import conninfo
 
 from .functions import ROOT
 from .run import Stack
+from .shim import default_workers
 
 METRICS = MetricType.names()
 
@@ -87,7 +88,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes and their children (gunicorn workers)."""
+    """User + system CPU of these processes and their children (the shim's workers)."""
     tick = os.sysconf("SC_CLK_TCK")
     wanted = set(pids)
     for entry in Path("/proc").iterdir():
@@ -317,6 +318,7 @@ class Bench:
         prefix = f"wrk{uuid.uuid4().hex[:6]}"
         script = self.data_dir / "single.lua"
         script.write_text(WRK_SCRIPT.replace("PREFIX", prefix))
+        cpu_before = self.cpu_by_process()
         result = subprocess.run(
             [
                 "wrk",
@@ -335,6 +337,8 @@ class Bench:
             text=True,
             check=True,
         )
+        cpu = {name: round(used - cpu_before[name], 2) for name, used in self.cpu_by_process().items()}
+        cpu.pop("bench_client")  # wrk is a child process; its CPU is not counted here
         out = result.stdout
         total = int(re.search(r"(\d+) requests in", out).group(1))
         failed = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
@@ -357,6 +361,8 @@ class Bench:
                 "stored": stored,
                 "lost": max(0, accepted - stored),
                 "accepted_in_flight_at_stop": max(0, stored - accepted),
+                "shim_cpu_ms_per_request": round(cpu["shim"] / total * 1000, 3),
+                "cpu_s_by_process": cpu,
             },
             self.results,
         )
@@ -624,7 +630,9 @@ def main() -> None:
     )
     parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="shim worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="shim worker processes (as make run)"
+    )
     parser.add_argument("--consumers", type=int, default=1, help="trigger loop processes")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=500, help="messages per consumer invocation")

@@ -24,6 +24,7 @@ from common.store import ReadingStore
 
 from .embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
 from .functions import ROOT
+from .shim import default_workers
 
 log = logging.getLogger("local.run")
 
@@ -131,7 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the whole service locally.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SHIM_PORT", "8080")))
     parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("SHIM_WORKERS", str(os.cpu_count() or 2)))
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SHIM_WORKERS") or default_workers()),
+        help="shim worker processes (default: half the CPU cores, at least 1)",
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
     parser.add_argument(

@@ -76,32 +76,68 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
     return app
 
 
+def default_workers() -> int:
+    """Worker processes for this machine: half its cores, at least one.
+
+    The local stack runs PostgreSQL, Kafka, Redis and the consumer on the same machine, so the shim
+    leaves them the other half. Within a worker, concurrent ingest requests share one Kafka message
+    (group commit), so fewer, busier workers also send fewer messages: on 2 cores one worker took
+    more bulk readings per second than two (BENCHMARKS.md).
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Run the shim under gunicorn (a production WSGI server) with the given worker count."""
-    from gunicorn.app.base import BaseApplication
+    """Run the shim under Granian, a production HTTP server (Rust) speaking WSGI to Flask.
 
-    class ShimServer(BaseApplication):
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
-            self.cfg.set("accesslog", None)
-            self.cfg.set("graceful_timeout", 5)
-            self.cfg.set("keepalive", 5)
+    Granian parses HTTP outside the GIL and costs about half of gunicorn's CPU per request here,
+    which on two shared cores is the largest single cost of ingest (BENCHMARKS.md)."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server import Server
 
-        def load(self) -> Flask:
-            return create_app()
-
-    ShimServer().run()
+    server = Server(
+        "local.shim:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        workers=workers,
+        blocking_threads=threads,
+        respawn_failed_workers=True,
+    )
+    # Granian warns when threads outnumber 2 x cores + 1. Ours mostly wait for the broker's
+    # acknowledgement, and the more of them wait together, the more share one message.
+    logging.getLogger("_granian").addFilter(
+        lambda record: "Python threads, which seems quite high" not in record.getMessage()
+    )
+    try:
+        server.serve()
+    except RuntimeError as error:  # Granian reports a taken port as a RuntimeError from Rust
+        if "Address already in use" not in str(error):
+            raise
+        raise SystemExit(
+            f"Error: {host}:{port} is already in use; choose another port (--port, SHIM_PORT)"
+        ) from None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the HTTP functions locally, as APIG would.")
     parser.add_argument("--host", default=os.environ.get("SHIM_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SHIM_PORT", "8080")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("SHIM_WORKERS", "2")))
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("SHIM_THREADS", "8")))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SHIM_WORKERS") or default_workers()),
+        help="worker processes (default: half the CPU cores, at least 1)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("SHIM_THREADS") or 8),
+        help="request threads per worker (concurrent ingest requests share Kafka messages)",
+    )
     args = parser.parse_args()
     serve(args.host, args.port, args.workers, args.threads)
 

@@ -91,4 +91,4 @@ def test_a_failed_message_fails_every_request_in_it_and_leaves_nothing_behind(se
     for thread in threads:
         thread.join()
     assert len(errors) == 4 and all("nothing was queued" in e.message for e in errors)
-    assert len(dead._groups) == 0 and dead._sending is False
+    assert not dead._waiting and dead._open is None and dead._sending is False

@@ -34,7 +34,7 @@ def exchange(
     return (
         status,
         json.loads(raw) if kind.startswith("application/json") else raw.decode(),
-        dict(answer_headers),
+        answer_headers,  # looked up without regard to case, as HTTP header names are
     )
 
 
