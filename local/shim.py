@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
+import time
 from types import ModuleType
 
 from flask import Flask, Response, request
@@ -76,6 +78,25 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
     return app
 
 
+def worker_app() -> Flask:
+    """The app as each Granian worker builds it. The worker also exits if the server's main process
+    is gone: Granian's workers outlive a killed main process and keep answering on its port."""
+    _exit_with_parent()
+    return create_app()
+
+
+def _exit_with_parent(interval: float = 0.5) -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.warning("the shim's main process is gone; this worker exits")
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def default_workers() -> int:
     """Worker processes for this machine: half its cores, at least one.
 
@@ -96,7 +117,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     from granian.server import Server
 
     server = Server(
-        "local.shim:create_app",
+        "local.shim:worker_app",
         factory=True,
         address=host,
         port=port,
