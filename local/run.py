@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -107,6 +108,10 @@ class Stack:
                 raise RuntimeError(f"{name} exited with code {process.returncode}")
 
     def stop(self) -> None:
+        # A second Ctrl-C (or SIGTERM) while stopping must not abandon the servers half stopped.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _, process in self.children:
             if process.poll() is None:
                 process.terminate()
