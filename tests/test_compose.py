@@ -418,7 +418,7 @@ PROBE = textwrap.dedent(
     from local.shim import create_app
     import local.trigger_loop
 
-    create_app()  # loads and initialises every HTTP function, as gunicorn's workers do
+    create_app()  # loads and initialises every HTTP function, as each Granian worker does
     load_function("consumer")
     for name in ("compose_init", "generate_data"):
         spec = importlib.util.spec_from_file_location(name, f"scripts/{name}.py")
