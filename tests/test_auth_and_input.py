@@ -219,6 +219,36 @@ def test_a_body_over_the_http_limit_is_refused_before_it_is_read(service):
     assert response.status == 413 and "too large" in body["error"]
 
 
+def test_a_chunked_body_without_content_length_is_read_whole(service):
+    """Clients that stream (Transfer-Encoding: chunked) announce no length; the shim still reads the
+    whole body, and an oversized one is still refused."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    def post_chunked(chunks: list[bytes]) -> tuple[int, dict]:
+        url = urlsplit(service.url)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+        conn.request(
+            "POST",
+            "/api/device/data/bulk",
+            body=iter(chunks),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        conn.close()
+        return response.status, body
+
+    readings = [{"device_id": "chunky-1", "metric_type": "power", "value": n} for n in range(40)]
+    text = json.dumps({"readings": readings}).encode()
+    status, body = post_chunked([text[i : i + 100] for i in range(0, len(text), 100)])
+    assert status == 200 and body["processed_count"] == 40
+    status, body = post_chunked([b'{"readings": [' + b" " * 64 * 1024] * 20)
+    assert status == 413 and "large" in body["error"]
+
+
 def test_wrong_content_types(service):
     assert plain_http(service, "POST", "/api/device/data", b"a=1", content_type="text/plain")[0] == 415
     assert (
