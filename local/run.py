@@ -140,7 +140,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=int(os.environ.get("SHIM_WORKERS") or default_workers()),
-        help="shim worker processes (default: half the CPU cores, at least 1)",
+        help="shim worker processes (default: half the CPU cores, at least 2)",
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
     parser.add_argument(

@@ -123,14 +123,15 @@ def _exit_with_parent(interval: float = 0.5) -> None:
 
 
 def default_workers() -> int:
-    """Worker processes for this machine: half its cores, at least one.
+    """Worker processes for this machine: half its cores, at least two.
 
     The local stack runs PostgreSQL, Kafka, Redis and the consumer on the same machine, so the shim
-    leaves them the other half. Within a worker, concurrent ingest requests share one Kafka message
-    (group commit), so fewer, busier workers also send fewer messages: on 2 cores one worker took
-    more bulk readings per second than two (BENCHMARKS.md).
+    leaves them the other half. But one worker is one interpreter lock: under concurrent load it
+    spends more time handing the lock between request threads and the Kafka sender than computing,
+    and leaves a core idle. On 2 cores two workers took 25 - 35% more single-reading requests per
+    second than one, and as many bulk readings (BENCHMARKS.md).
     """
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(2, (os.cpu_count() or 2) // 2)
 
 
 def serve(host: str, port: int, workers: int, threads: int) -> None:
@@ -176,7 +177,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=int(os.environ.get("SHIM_WORKERS") or default_workers()),
-        help="worker processes (default: half the CPU cores, at least 1)",
+        help="worker processes (default: half the CPU cores, at least 2)",
     )
     parser.add_argument(
         "--threads",
