@@ -767,9 +767,31 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def code_version() -> str:
+    """The commit the run measured (and whether the tree had changes besides), when git can tell."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes" if changed else "")
+
+
 def record(results: list[dict], mode: str, path: Path) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"\n## {stamp}: `{mode}`\n", f"Machine: {machine()}\n", "```json"]
+    lines = [
+        f"\n## {stamp}: `{mode}`\n",
+        f"Machine: {machine()}  \nCode: {code_version()}\n",
+        "```json",
+    ]
     lines += [json.dumps(r) for r in results]
     lines += ["```\n"]
     if not path.exists():
