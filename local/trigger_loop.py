@@ -85,20 +85,33 @@ class TriggerLoop:
         return consumer
 
     def _collect(self, consumer: KafkaConsumer) -> dict[TopicPartition, list]:
-        """Up to batch_size records: the first to arrive, then what arrived within max_wait_ms of them.
+        """Up to batch_size records: those ready now, or, when they reach the end of what the broker
+        holds, those plus what arrives within max_wait_ms of the first.
 
-        The window is waited out, not polled through. The embedded broker (tansu's in-memory store)
-        lists every batch a partition holds on each fetch that finds data, so a consumer fetching
-        as fast as records trickle in made it work harder the longer the stack ran; two fetches a
-        window instead of dozens halved its CPU under load (BENCHMARKS.md). A real Kafka broker does
-        not care, and the wait is the same window the DMS trigger batches over."""
+        A consumer that is behind takes what is there and goes: waiting would only let the backlog
+        grow. One that has caught up waits the window out rather than polling through it: the
+        embedded broker (tansu's in-memory store) lists every batch a partition holds on each fetch
+        that finds data, so fetching as fast as records trickle in made it work harder the longer the
+        stack ran; two fetches a window instead of dozens halved its CPU under load (BENCHMARKS.md).
+        The window is the one the DMS trigger batches over."""
         batch: dict[TopicPartition, list] = {}
         count = self._add(batch, consumer.poll(timeout_ms=500, max_records=self.batch_size))
         if not count:
             return batch  # idle: let the caller check whether to stop
-        if count < self.batch_size and not self.stopping.wait(self.max_wait_ms / 1000):
-            self._add(batch, consumer.poll(timeout_ms=0, max_records=self.batch_size - count))
+        if count < self.batch_size and self._caught_up(consumer, batch):
+            if self.stopping.wait(self.max_wait_ms / 1000):
+                return batch
+        self._add(batch, consumer.poll(timeout_ms=0, max_records=self.batch_size - count))
         return batch
+
+    @staticmethod
+    def _caught_up(consumer: KafkaConsumer, batch: dict[TopicPartition, list]) -> bool:
+        """Whether every partition's records reach its high watermark as the last fetch reported it."""
+        for partition, records in batch.items():
+            highwater = consumer.highwater(partition)
+            if highwater is not None and highwater > records[-1].offset + 1:
+                return False
+        return True
 
     @staticmethod
     def _add(batch: dict[TopicPartition, list], polled: dict[TopicPartition, list]) -> int:
