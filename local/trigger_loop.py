@@ -98,16 +98,21 @@ class TriggerLoop:
         count = self._add(batch, consumer.poll(timeout_ms=500, max_records=self.batch_size))
         if not count:
             return batch  # idle: let the caller check whether to stop
-        if count < self.batch_size and self._caught_up(consumer, batch):
-            if self.stopping.wait(self.max_wait_ms / 1000):
-                return batch
+        if count >= self.batch_size:
+            return batch
+        if self._caught_up(consumer, batch) and self.stopping.wait(self.max_wait_ms / 1000):
+            return batch
         self._add(batch, consumer.poll(timeout_ms=0, max_records=self.batch_size - count))
         return batch
 
     @staticmethod
     def _caught_up(consumer: KafkaConsumer, batch: dict[TopicPartition, list]) -> bool:
-        """Whether every partition's records reach its high watermark as the last fetch reported it."""
+        """Whether every partition's records reach its high watermark as the last fetch reported it
+        (partitions a rebalance has just taken away do not count: kafka-python refuses to say)."""
+        assigned = consumer.assignment()
         for partition, records in batch.items():
+            if partition not in assigned:
+                continue
             highwater = consumer.highwater(partition)
             if highwater is not None and highwater > records[-1].offset + 1:
                 return False
