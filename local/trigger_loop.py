@@ -27,6 +27,9 @@ from .functions import load_function
 
 log = logging.getLogger("trigger-loop")
 
+# After waiting out a window, how long the fetch of what arrived meanwhile may take.
+DRAIN_MS = 50
+
 Handler = Callable[[dict, object], object]
 
 
@@ -96,13 +99,15 @@ class TriggerLoop:
         The window is the one the DMS trigger batches over."""
         batch: dict[TopicPartition, list] = {}
         count = self._add(batch, consumer.poll(timeout_ms=500, max_records=self.batch_size))
-        if not count:
-            return batch  # idle: let the caller check whether to stop
-        if count >= self.batch_size:
-            return batch
-        if self._caught_up(consumer, batch) and self.stopping.wait(self.max_wait_ms / 1000):
-            return batch
-        self._add(batch, consumer.poll(timeout_ms=0, max_records=self.batch_size - count))
+        if not count or count >= self.batch_size:
+            return batch  # idle (the caller checks whether to stop), or full
+        timeout_ms = 0  # behind: what the last fetches brought is all this batch takes
+        if self._caught_up(consumer, batch):
+            if self.stopping.wait(self.max_wait_ms / 1000):
+                return batch
+            # One fetch for what arrived meanwhile: the broker answers at once when there is any.
+            timeout_ms = min(self.max_wait_ms, DRAIN_MS)
+        self._add(batch, consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size - count))
         return batch
 
     @staticmethod

@@ -1,0 +1,81 @@
+"""How the local trigger loop gathers a batch, against the real broker: a consumer that has caught up
+waits out its window for what arrives meanwhile; one that is behind takes what is there and goes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from common.settings import Settings
+from local.embedded import create_topics
+from local.trigger_loop import TriggerLoop
+
+pytestmark = pytest.mark.integration
+
+WINDOW_MS = 4000
+
+
+def topic_with(settings: Settings, values: list[bytes]) -> str:
+    topic = f"collect-{uuid.uuid4().hex[:6]}"
+    create_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    send(settings, topic, values)
+    return topic
+
+
+def send(settings: Settings, topic: str, values: list[bytes]) -> None:
+    """Each value in a record batch of its own, as separate requests would write them."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for value in values:
+        producer.send(topic, value).get(timeout=10)
+    producer.close()
+
+
+def loop_and_consumer(
+    settings: Settings, topic: str, **consumer_options
+) -> tuple[TriggerLoop, KafkaConsumer]:
+    loop = TriggerLoop(settings, lambda event, context: None, batch_size=500, max_wait_ms=WINDOW_MS)
+    # Assigned, not subscribed: no group to join, so the first poll already fetches.
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **consumer_options
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    return loop, consumer
+
+
+def collected(batch: dict) -> list[bytes]:
+    return [record.value for records in batch.values() for record in records]
+
+
+def test_a_caught_up_consumer_also_takes_what_arrives_within_its_window(settings):
+    topic = topic_with(settings, [b"first"])
+    loop, consumer = loop_and_consumer(settings, topic)
+    # The second message arrives well inside the window, after the first has been fetched.
+    later = threading.Timer(1.0, send, args=(settings, topic, [b"second"]))
+    later.start()
+    try:
+        batch = loop._collect(consumer)
+    finally:
+        later.join()
+        consumer.close()
+    assert collected(batch) == [b"first", b"second"]
+
+
+def test_a_consumer_that_is_behind_does_not_wait_out_its_window(settings):
+    values = [f"{n:04d}".encode() * 100 for n in range(60)]  # 400 bytes each
+    topic = topic_with(settings, values)
+    # Small fetches: the first poll gets a few messages of the sixty, so the consumer is behind.
+    loop, consumer = loop_and_consumer(settings, topic, max_partition_fetch_bytes=2048, fetch_max_bytes=2048)
+    try:
+        started = time.monotonic()
+        batch = loop._collect(consumer)
+        took = time.monotonic() - started
+    finally:
+        consumer.close()
+    got = collected(batch)
+    assert 0 < len(got) < len(values) and got == values[: len(got)]
+    assert took < WINDOW_MS / 1000 / 2, f"waited {took:.1f}s with more messages ready"
