@@ -56,16 +56,16 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
     @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
     def forward(path: str) -> Response:
-        method, path = request.method, request.path
-        found = owner(path)
+        method, url_path = request.method, request.path
+        found = owner(url_path)
         if found is None:
-            result = error_response(404, f"Not found: {method} {path}").to_apig()
+            result = error_response(404, f"Not found: {method} {url_path}").to_apig()
         else:
             name, module, path_params = found
             environ = request.environ
             event = build_event(
                 method,
-                path,
+                url_path,
                 headers=_headers(environ),
                 query={key: request.args[key] for key in request.args} if environ.get("QUERY_STRING") else {},
                 body=_body(environ),
@@ -83,8 +83,9 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
 def _headers(environ: dict) -> dict[str, str]:
     """The request's headers, lower-cased as APIG hands them on, read straight from the WSGI environ.
 
-    Flask's header view builds the same pairs through a case-insensitive multi-dict: on the hot path
-    of every ingest request, the shim's own translation cost a fifth of Flask's (BENCHMARKS.md)."""
+    Flask's header view builds the same pairs through a case-insensitive multi-dict; read that way,
+    with the body through Flask's stream, the shim's own part was ~15% of a single request's CPU
+    (BENCHMARKS.md, item 14)."""
     headers = {
         key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
     }
@@ -126,10 +127,10 @@ def default_workers() -> int:
     """Worker processes for this machine: half its cores, at least two.
 
     The local stack runs PostgreSQL, Kafka, Redis and the consumer on the same machine, so the shim
-    leaves them the other half. But one worker is one interpreter lock: under concurrent load it
-    spends more time handing the lock between request threads and the Kafka sender than computing,
-    and leaves a core idle. On 2 cores two workers took 25 - 35% more single-reading requests per
-    second than one, and as many bulk readings (BENCHMARKS.md).
+    leaves them the other half. But one worker is one interpreter lock, so it never uses more than
+    one core: under single-reading load with one worker the 2-core machine stood a third idle. Two
+    workers took 25 - 35% more single-reading requests per second than one, and as many bulk
+    readings (BENCHMARKS.md, item 15).
     """
     return max(2, (os.cpu_count() or 2) // 2)
 
