@@ -164,9 +164,13 @@ def parse_timestamp(raw: object, received_at: datetime) -> datetime:
 def parse_reading(data: object, received_at: datetime | None = None) -> Reading:
     """Validate one reading given as a mapping; raise ValidationError naming the problem."""
     received_at = received_at or utc_now()
-    return _fast_reading(data, received_at, received_at + MAX_FUTURE_SKEW) or _checked_reading(
-        data, received_at
-    )
+    return _reading(data, received_at, received_at + MAX_FUTURE_SKEW)
+
+
+def _reading(data: object, received_at: datetime, latest: datetime) -> Reading:
+    """``_fast_reading`` for the common case, ``_checked_reading`` (which explains) for the rest.
+    ``latest`` is ``received_at + MAX_FUTURE_SKEW``, computed once by callers that read many."""
+    return _fast_reading(data, received_at, latest) or _checked_reading(data, received_at)
 
 
 _UTC = timezone.utc
@@ -257,13 +261,10 @@ def parse_bulk(body: object, received_at: datetime | None = None) -> list[Readin
     latest = received_at + MAX_FUTURE_SKEW
     readings = []
     for index, item in enumerate(items):
-        reading = _fast_reading(item, received_at, latest)
-        if reading is None:
-            try:
-                reading = _checked_reading(item, received_at)
-            except ValidationError as error:
-                raise ValidationError(f"Reading {index}: {error.message}") from None
-        readings.append(reading)
+        try:
+            readings.append(_reading(item, received_at, latest))
+        except ValidationError as error:
+            raise ValidationError(f"Reading {index}: {error.message}") from None
     return readings
 
 
@@ -315,7 +316,7 @@ def decode_message(raw: str) -> list[Reading]:
         try:
             if not isinstance(item, dict) or item.get("timestamp") in (None, ""):
                 raise ValidationError("a queued reading must carry its timestamp")
-            readings.append(parse_reading(item, received_at))
+            readings.append(_checked_reading(item, received_at))  # the fast path said no already
         except ValidationError as error:
             problems.append(f"Reading {index}: {error.message}")
     if problems:
