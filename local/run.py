@@ -25,7 +25,7 @@ from common.store import ReadingStore
 
 from .embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
 from .functions import ROOT
-from .shim import default_workers
+from .shim import WORKERS_HELP, configured_workers
 
 log = logging.getLogger("local.run")
 
@@ -139,8 +139,8 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("SHIM_WORKERS") or default_workers()),
-        help="shim worker processes (default: half the CPU cores, at least 2)",
+        default=configured_workers(),
+        help=f"shim {WORKERS_HELP}",
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
     parser.add_argument(

@@ -135,6 +135,15 @@ def default_workers() -> int:
     return max(2, (os.cpu_count() or 2) // 2)
 
 
+def configured_workers() -> int:
+    """``SHIM_WORKERS`` when set and not empty (compose passes it empty for the default), else
+    ``default_workers``."""
+    return int(os.environ.get("SHIM_WORKERS") or default_workers())
+
+
+WORKERS_HELP = "worker processes (default: SHIM_WORKERS, else half the CPU cores, at least 2)"
+
+
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the shim under Granian, a production HTTP server (Rust) speaking WSGI to Flask.
 
@@ -177,8 +186,8 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("SHIM_WORKERS") or default_workers()),
-        help="worker processes (default: half the CPU cores, at least 2)",
+        default=configured_workers(),
+        help=WORKERS_HELP,
     )
     parser.add_argument(
         "--threads",
