@@ -5,9 +5,9 @@ readings. Requests that arrive while a message is in flight are *group-committed
 carries all of them, and each waits for that one acknowledgement. A request's readings are always
 inside one message, so a request is queued whole or not at all; under load, one Kafka message (and
 one broker round trip, and kafka-python's sizeable per-message cost) serves many requests. When the
-previous message carried several requests, the next one stays open a millisecond longer for more to
-join. With one request at a time, as a FunctionGraph instance runs, each message holds exactly one
-request and none waits.
+previous message carried several requests, the next one stays open up to a millisecond longer, until
+as many have joined. With one request at a time, as a FunctionGraph instance runs, each message holds
+exactly one request and none waits.
 
 The producer's own delivery timeout is the wait bound, so a message that was not acknowledged in
 time is also given up by the producer rather than written later behind the caller's back.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -37,10 +36,12 @@ UNAVAILABLE = "The message queue is unavailable; nothing was queued, retry short
 # Readings per group-committed message: about 250 KB at most, well inside Kafka's 1 MB default.
 MAX_GROUP_READINGS = 1000
 
-# How long a group stays open after its turn came, when the previous message carried more than one
-# request. kafka-python costs ~1 ms of CPU per message in a busy process, so under concurrent load a
-# millisecond of waiting buys larger messages: 8% more single-reading requests/s through one worker
-# at 8 clients (BENCHMARKS.md). A lone request never waits.
+# How long a group may stay open after its turn came, when the previous message carried more than one
+# request: until as many requests have joined, or this long. kafka-python costs ~1 ms of CPU per
+# message in a busy process, so under concurrent load a little waiting buys larger messages: 8% more
+# single-reading requests/s through one worker at 8 clients (BENCHMARKS.md). Waiting no longer once
+# the group is as large as the last one keeps that without the millisecond's latency. A lone request
+# never waits.
 GROUP_LINGER_SECONDS = 0.001
 
 
@@ -48,16 +49,19 @@ class _Group:
     """Requests' readings that travel in one message, and that message's outcome.
 
     The request that opened the group is its leader: it sends the message when its turn comes
-    (``your_turn``); the others wait for ``sent``. Each wake-up goes to the threads it concerns, not
-    to every waiting request thread."""
+    (``your_turn``), after lingering until ``expected`` requests are in (``all_in``) if more than one
+    is expected; the others wait for ``sent``. Each wake-up goes to the threads it concerns, not to
+    every waiting request thread."""
 
-    __slots__ = ("readings", "requests", "key", "your_turn", "sent", "error")
+    __slots__ = ("readings", "requests", "expected", "key", "your_turn", "all_in", "sent", "error")
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, expected: int):
         self.readings: list[str] = []
         self.requests = 0
+        self.expected = expected
         self.key = key
         self.your_turn = threading.Event()
+        self.all_in = threading.Event()
         self.sent = threading.Event()
         self.error: KafkaError | None = None
 
@@ -121,7 +125,7 @@ class ReadingProducer:
             if group is not None and len(group.readings) + len(shown) <= MAX_GROUP_READINGS:
                 leader = False
             else:
-                group = self._open = _Group(key)
+                group = self._open = _Group(key, self._last_requests)
                 leader = True
                 if self._sending:
                     self._waiting.append(group)
@@ -130,12 +134,14 @@ class ReadingProducer:
                     group.your_turn.set()
             group.readings.extend(shown)
             group.requests += 1
+            if group.requests == group.expected:
+                group.all_in.set()
         if not leader:
             group.sent.wait()
             return group
         group.your_turn.wait()
-        if self._last_requests > 1:
-            time.sleep(GROUP_LINGER_SECONDS)
+        if group.expected > 1:
+            group.all_in.wait(GROUP_LINGER_SECONDS)
         with self._groups_lock:
             if self._open is group:
                 self._open = None  # from now on it is being sent: closed to new requests

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from common import producer as producer_module
 from common.errors import ServiceUnavailable
 from common.producer import MAX_GROUP_READINGS, ReadingProducer
 from common.readings import Reading, decode_message
@@ -71,6 +73,33 @@ def test_concurrent_requests_share_messages_and_each_lands_whole_once(settings):
     assert max(len(message) for message in sent) <= MAX_GROUP_READINGS
     for request in requests:  # a request is never split across messages
         assert any(all(r in message for r in request) for message in sent)
+
+
+def test_a_group_as_large_as_the_last_message_is_sent_without_lingering(settings, monkeypatch):
+    # A linger long enough to see: a leader that waited it out would take ten seconds.
+    monkeypatch.setattr(producer_module, "GROUP_LINGER_SECONDS", 10.0)
+    topic = f"linger-{uuid.uuid4().hex[:6]}"
+    create_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    producer = ReadingProducer(Settings(**{**settings.__dict__, "kafka_topic": topic}))
+    producer.send(readings("warm-up", 1))  # connected, so the timing below is the group's alone
+    producer._last_requests = 2  # as if the previous message had carried two requests
+    done: list[float] = []
+
+    def client(n: int) -> None:
+        producer.send(readings(f"dev-{n}", 2))
+        done.append(time.monotonic())
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    producer.close()
+
+    assert len(done) == 2 and max(done) - started < 5, "the leader lingered although both requests were in"
+    sent = messages(settings, topic)
+    assert len(sent) == 2 and len(sent[1]) == 4  # the warm-up, then both requests in one message
 
 
 def test_a_failed_message_fails_every_request_in_it_and_leaves_nothing_behind(settings):
