@@ -5,8 +5,8 @@ readings. Requests that arrive while a message is in flight are *group-committed
 carries all of them, and each waits for that one acknowledgement. A request's readings are always
 inside one message, so a request is queued whole or not at all; under load, one Kafka message (and
 one broker round trip, and kafka-python's sizeable per-message cost) serves many requests. When the
-previous message carried several requests, the next one stays open up to a millisecond longer, until
-as many have joined. With one request at a time, as a FunctionGraph instance runs, each message holds
+previous messages carried several requests, the next one stays open up to a millisecond longer, until
+as many have joined as the largest of them carried. With one request at a time, as a FunctionGraph instance runs, each message holds
 exactly one request and none waits.
 
 The producer's own delivery timeout is the wait bound, so a message that was not acknowledged in
@@ -36,13 +36,14 @@ UNAVAILABLE = "The message queue is unavailable; nothing was queued, retry short
 # Readings per group-committed message: about 250 KB at most, well inside Kafka's 1 MB default.
 MAX_GROUP_READINGS = 1000
 
-# How long a group may stay open after its turn came, when the previous message carried more than one
-# request: until as many requests have joined, or this long. kafka-python costs ~1 ms of CPU per
-# message in a busy process, so under concurrent load a little waiting buys larger messages: 8% more
-# single-reading requests/s through one worker at 8 clients (BENCHMARKS.md). Waiting no longer once
-# the group is as large as the last one keeps that without the millisecond's latency. A lone request
-# never waits.
+# How long a group may stay open after its turn came, when recent messages carried more than one
+# request: until it holds as many requests as the largest of the last RECENT_MESSAGES did, or this
+# long. kafka-python costs ~1 ms of CPU per message in a busy process, so under concurrent load a
+# little waiting buys larger messages: 8% more single-reading requests/s through one worker at 8
+# clients (BENCHMARKS.md). Not waiting once the group is that large keeps the gain without the whole
+# millisecond's latency (BENCHMARKS.md, item 17). A lone request never waits.
 GROUP_LINGER_SECONDS = 0.001
+RECENT_MESSAGES = 8
 
 
 class _Group:
@@ -78,7 +79,9 @@ class ReadingProducer:
         self._waiting: deque[_Group] = deque()
         self._open: _Group | None = None
         self._sending = False
-        self._last_requests = 0  # requests the previous message carried
+        # Requests each of the last few messages carried: a group lingers until it is as large as the
+        # largest of them (the last one alone would only ever let groups shrink).
+        self._recent_sizes: deque[int] = deque([0], maxlen=RECENT_MESSAGES)
 
     def _client(self) -> KafkaProducer:
         if self._producer is None:
@@ -125,7 +128,7 @@ class ReadingProducer:
             if group is not None and len(group.readings) + len(shown) <= MAX_GROUP_READINGS:
                 leader = False
             else:
-                group = self._open = _Group(key, self._last_requests)
+                group = self._open = _Group(key, max(self._recent_sizes))
                 leader = True
                 if self._sending:
                     self._waiting.append(group)
@@ -145,7 +148,7 @@ class ReadingProducer:
         with self._groups_lock:
             if self._open is group:
                 self._open = None  # from now on it is being sent: closed to new requests
-            self._last_requests = group.requests
+            self._recent_sizes.append(group.requests)
         error: KafkaError | None = KafkaError("the message was not sent")  # if _deliver raises
         try:
             error = self._deliver(group)

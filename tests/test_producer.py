@@ -82,7 +82,7 @@ def test_a_group_as_large_as_the_last_message_is_sent_without_lingering(settings
     create_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
     producer = ReadingProducer(Settings(**{**settings.__dict__, "kafka_topic": topic}))
     producer.send(readings("warm-up", 1))  # connected, so the timing below is the group's alone
-    producer._last_requests = 2  # as if the previous message had carried two requests
+    producer._recent_sizes.append(2)  # as if a recent message had carried two requests
     done: list[float] = []
 
     def client(n: int) -> None:
