@@ -53,7 +53,7 @@ from common.store import conninfo
 
 from .functions import ROOT
 from .run import Stack
-from .shim import default_workers
+from .shim import WORKERS_HELP, configured_workers
 
 METRICS = MetricType.names()
 
@@ -816,7 +816,7 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument(
-        "--workers", type=int, default=default_workers(), help="shim worker processes (as make run)"
+        "--workers", type=int, default=configured_workers(), help=f"shim {WORKERS_HELP}, as make run"
     )
     parser.add_argument("--consumers", type=int, default=1, help="trigger loop processes")
     parser.add_argument("--partitions", type=int, default=4)
