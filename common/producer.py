@@ -4,10 +4,10 @@ Ingest answers only after the broker acknowledged (``acks=all``) a message holdi
 readings. Requests that arrive while a message is in flight are *group-committed*: the next message
 carries all of them, and each waits for that one acknowledgement. A request's readings are always
 inside one message, so a request is queued whole or not at all; under load, one Kafka message (and
-one broker round trip, and kafka-python's sizeable per-message cost) serves many requests. When the
-previous messages carried several requests, the next one stays open up to a millisecond longer, until
-as many have joined as the largest of them carried. With one request at a time, as a FunctionGraph instance runs, each message holds
-exactly one request and none waits.
+one broker round trip, and kafka-python's sizeable per-message cost) serves many requests. When recent
+messages carried several requests, the next one stays open up to a millisecond longer, until as many
+have joined as the largest of them carried. With one request at a time, as a FunctionGraph instance
+runs, each message holds exactly one request and none waits.
 
 The producer's own delivery timeout is the wait bound, so a message that was not acknowledged in
 time is also given up by the producer rather than written later behind the caller's back.

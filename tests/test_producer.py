@@ -75,7 +75,7 @@ def test_concurrent_requests_share_messages_and_each_lands_whole_once(settings):
         assert any(all(r in message for r in request) for message in sent)
 
 
-def test_a_group_as_large_as_the_last_message_is_sent_without_lingering(settings, monkeypatch):
+def test_a_group_as_large_as_recent_messages_is_sent_without_lingering(settings, monkeypatch):
     # A linger long enough to see: a leader that waited it out would take ten seconds.
     monkeypatch.setattr(producer_module, "GROUP_LINGER_SECONDS", 10.0)
     topic = f"linger-{uuid.uuid4().hex[:6]}"
