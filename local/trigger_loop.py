@@ -30,6 +30,12 @@ log = logging.getLogger("trigger-loop")
 # After waiting out a window, how long the fetch of what arrived meanwhile may take.
 DRAIN_MS = 50
 
+# The batch window when TRIGGER_MAX_WAIT_MS does not set one. Each window costs the embedded broker two
+# fetches, and each of those lists every batch the topic holds; under sustained mixed load 300 ms took
+# 17,800 - 18,100 readings/s over two minutes where 100 ms took 13,300 - 14,300 (BENCHMARKS.md, item
+# 18). A reading is stored within about a window of being queued.
+DEFAULT_MAX_WAIT_MS = 300
+
 Handler = Callable[[dict, object], object]
 
 
@@ -57,7 +63,7 @@ class TriggerLoop:
         *,
         group_id: str = "iot-consumer",
         batch_size: int = 100,
-        max_wait_ms: int = 200,
+        max_wait_ms: int = DEFAULT_MAX_WAIT_MS,
         max_backoff_s: float = 10.0,
         ready_file: Path | None = None,
     ):
@@ -178,7 +184,9 @@ def main() -> None:
     )
     parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"))
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE", "500")))
-    parser.add_argument("--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS", "100")))
+    parser.add_argument(
+        "--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS") or DEFAULT_MAX_WAIT_MS)
+    )
     parser.add_argument(
         "--ready-file", help="touched once partitions are assigned (the local runner waits for it)"
     )
