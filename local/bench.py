@@ -753,8 +753,14 @@ class Bench:
             self.results,
         )
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
+        """Stop the stack and delete its data (a full run leaves a database of over a million rows),
+        unless ``keep_data``: after a failure its logs tell what went wrong."""
         self.stack.stop()
+        if keep_data:
+            print(f"# the stack's data and logs are kept in {self.data_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def machine() -> str:
@@ -842,6 +848,7 @@ def main() -> None:
         parser.error(f"--only takes a comma-separated list of: bulk, {', '.join(PARTS)}")
 
     bench = Bench(args)
+    failed = True
     try:
         bench.start()
         if args.soak:
@@ -873,8 +880,9 @@ def main() -> None:
             if "handler" in only:
                 bench.handler_cpu(300 if args.quick else 1000)
             mode = ("quick" if args.quick else "full") + (f" (only {args.only})" if args.only else "")
+        failed = False
     finally:
-        bench.stop()
+        bench.stop(keep_data=failed)
     if args.record:
         record(bench.results, mode, ROOT / "BENCHMARKS.md")
 
