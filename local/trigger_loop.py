@@ -102,7 +102,7 @@ class TriggerLoop:
         embedded broker (tansu's in-memory store) lists every batch a partition holds on each fetch
         that finds data, so fetching as fast as records trickle in made it work harder the longer the
         stack ran; two fetches a window instead of dozens halved its CPU under load (BENCHMARKS.md).
-        The window is the one the DMS trigger batches over."""
+        The window is the local loop's own: the DMS trigger documents a batch size, not a window."""
         batch: dict[TopicPartition, list] = {}
         count = self._add(batch, consumer.poll(timeout_ms=500, max_records=self.batch_size))
         if not count or count >= self.batch_size:
