@@ -4,12 +4,19 @@ A message that cannot be a reading is kept in the rejected table with its reason
 hold back the rest of its batch. If PostgreSQL cannot take the batch, the handler raises: the
 local trigger loop then retries the same batch, and in the cloud the async retry policy applies.
 Storing is idempotent, so a retried or redelivered batch is stored once.
+
+A large batch is stored as parts that share no device, concurrently, each in its own transaction
+on its own connection and then written to Redis. Parts with no key in common take no lock the
+other waits for, so PostgreSQL stores them in parallel, and one part's Redis write overlaps the
+other's storing. Redis still only ever gets what PostgreSQL has committed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from .dms import iter_messages
 from .errors import ServiceUnavailable
@@ -25,6 +32,13 @@ STORE_ATTEMPTS = 3
 FIRST_DELAY_SECONDS = 0.5
 SAFETY_MARGIN_SECONDS = 5.0
 
+# A batch is split into up to STORE_PARTS parts (never more than the connection pool holds), each
+# of at least MIN_PART_READINGS: below that, a second transaction costs more than it saves.
+STORE_PARTS = 2
+MIN_PART_READINGS = 2000
+
+T = TypeVar("T")
+
 
 def _remaining_seconds(context: object) -> float:
     getter = getattr(context, "getRemainingTimeInMilliSeconds", None)
@@ -34,13 +48,11 @@ def _remaining_seconds(context: object) -> float:
         return float("inf")
 
 
-def _store(runtime: Runtime, readings: list[Reading], rejected: list, context: object) -> StoreResult:
+def _retrying(action: Callable[[], T], context: object) -> T:
     delay = FIRST_DELAY_SECONDS
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            result = runtime.store.store(readings)
-            runtime.store.reject(rejected)  # after the readings: a retry re-stores them harmlessly
-            return result
+            return action()
         except ServiceUnavailable:
             if attempt == STORE_ATTEMPTS or _remaining_seconds(context) < delay + SAFETY_MARGIN_SECONDS:
                 raise
@@ -50,6 +62,37 @@ def _store(runtime: Runtime, readings: list[Reading], rejected: list, context: o
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def split_by_device(readings: list[Reading], parts: int) -> list[list[Reading]]:
+    """The readings in up to ``parts`` non-empty lists, all of one device's readings in the same one."""
+    if parts < 2:
+        return [readings]
+    split: list[list[Reading]] = [[] for _ in range(parts)]
+    for reading in readings:
+        split[hash(reading.device_id) % parts].append(reading)
+    return [part for part in split if part] or [readings]
+
+
+def _store_part(runtime: Runtime, readings: list[Reading], context: object) -> StoreResult:
+    result = _retrying(lambda: runtime.store.store(readings), context)
+    runtime.cache.put_readings(readings)  # after the commit: the cache never runs ahead of PostgreSQL
+    return result
+
+
+def _store(runtime: Runtime, readings: list[Reading], context: object) -> StoreResult:
+    count = min(STORE_PARTS, runtime.settings.db_pool_size, len(readings) // MIN_PART_READINGS)
+    first, *others = split_by_device(readings, count)
+    pending = [runtime.threads.submit(_store_part, runtime, part, context) for part in others]
+    try:
+        results = [_store_part(runtime, first, context)]
+    finally:
+        results += [part.result() for part in pending]  # no part is left running when this returns
+    return StoreResult(
+        stored=sum(r.stored for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        latest_moved=sum(r.latest_moved for r in results),
+    )
 
 
 def handle_batch(event: dict, context: object = None) -> dict:
@@ -63,8 +106,9 @@ def handle_batch(event: dict, context: object = None) -> dict:
             rejected.append((message.topic, message.value, error.reason))
             log.warning("rejected a message on %s: %s", message.topic or "?", error.reason)
     runtime = current()
-    result = _store(runtime, readings, rejected, context)
-    runtime.cache.put_readings(readings)
+    result = _store(runtime, readings, context)
+    # After the readings: a retried batch stores them again harmlessly.
+    _retrying(lambda: runtime.store.reject(rejected), context)
     return {
         "messages": messages,
         "readings": len(readings),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from .auth import TokenRegistry
@@ -37,7 +38,15 @@ class Runtime:
     def producer(self) -> ReadingProducer:
         return ReadingProducer(self.settings)
 
+    @cached_property
+    def threads(self) -> ThreadPoolExecutor:
+        """Threads for work a handler runs concurrently (the consumer's parts of a batch)."""
+        return ThreadPoolExecutor(max_workers=4, thread_name_prefix="iot-worker")
+
     def close(self) -> None:
+        threads = self.__dict__.pop("threads", None)
+        if threads is not None:
+            threads.shutdown()
         for name in ("store", "cache", "producer"):
             client = self.__dict__.pop(name, None)
             if client is not None:

@@ -181,3 +181,99 @@ def test_dashboard_handler_serves_pages_and_assets():
     assert response["statusCode"] == 200 and "javascript" in response["headers"]["Content-Type"]
     response = dashboard.handler(apig_event("GET", "/static/..%2F..%2Findex.py"), LocalContext("dashboard"))
     assert response["statusCode"] == 404
+
+
+def _kafka_event(topic: str, messages: list[str]) -> dict:
+    return {
+        "event_version": "v1.0",
+        "trigger_type": "KAFKA",
+        "records": [{"messages": messages, "topic_id": topic}],
+    }
+
+
+def _large_batch(prefix: str, devices: int = 40, per_key: int = 30) -> tuple[list[str], dict]:
+    """Messages of 100 readings for ``devices`` devices x 6 metrics x ``per_key`` readings each,
+    newest first in places (late data), and the newest (value, timestamp) of every key."""
+    from datetime import datetime, timedelta, timezone
+
+    from common.readings import MetricType, Reading, encode_message
+
+    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    readings, newest = [], {}
+    for d in range(devices):
+        for metric in MetricType.names():
+            steps = list(range(per_key))
+            if d % 2:
+                steps.reverse()  # the newest of these arrives first
+            for step in steps:
+                reading = Reading(
+                    f"{prefix}-{d:03d}", metric, float(d * 1000 + step), start + timedelta(minutes=step)
+                )
+                readings.append(reading)
+                newest[(reading.device_id, metric)] = (
+                    float(d * 1000 + per_key - 1),
+                    start + timedelta(minutes=per_key - 1),
+                )
+    messages = [
+        encode_message([r.to_json() for r in readings[i : i + 100]]).decode()
+        for i in range(0, len(readings), 100)
+    ]
+    return messages, newest
+
+
+def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime, settings):
+    from common import consume
+
+    prefix = f"parts-{uuid.uuid4().hex[:6]}"
+    messages, newest = _large_batch(prefix)
+    total = 40 * 6 * 30
+    assert total >= consume.STORE_PARTS * consume.MIN_PART_READINGS  # large enough to be split
+    event = _kafka_event(settings.kafka_topic, messages)
+
+    assert consumer.handler(event, LocalContext("consumer")) == {
+        "messages": len(messages),
+        "readings": total,
+        "stored": total,
+        "duplicates": 0,
+        "rejected": 0,
+    }
+    redelivered = consumer.handler(event, LocalContext("consumer"))
+    assert (redelivered["stored"], redelivered["duplicates"]) == (0, total)  # stored once
+    in_postgres = {(v.device_id, v.metric_type): (v.value, v.timestamp) for v in runtime.store.latest()}
+    in_redis = {(v.device_id, v.metric_type): (v.value, v.timestamp) for v in runtime.cache.all_latest()}
+    expected = {key: (value, moment.isoformat()) for key, (value, moment) in newest.items()}
+    assert in_postgres == expected
+    assert in_redis == expected
+
+
+def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(runtime, settings, monkeypatch):
+    """One part of a batch cannot be stored: the handler raises (so the trigger redelivers), Redis
+    holds nothing PostgreSQL does not, and the redelivered batch completes what was missing."""
+    from common import consume
+    from common.errors import ServiceUnavailable
+
+    prefix = f"fail-{uuid.uuid4().hex[:6]}"
+    messages, newest = _large_batch(prefix)
+    event = _kafka_event(settings.kafka_topic, messages)
+    broken = f"{prefix}-007"
+    real_store = type(runtime.store).store
+
+    def store_failing_for_one_device(store, readings):
+        if any(r.device_id == broken for r in readings):
+            raise ServiceUnavailable("The database is unavailable; try again shortly")
+        return real_store(store, readings)
+
+    monkeypatch.setattr(type(runtime.store), "store", store_failing_for_one_device)
+    monkeypatch.setattr(consume, "FIRST_DELAY_SECONDS", 0.01)
+    with pytest.raises(ServiceUnavailable):
+        consumer.handler(event, LocalContext("consumer"))
+    stored = {(v.device_id, v.metric_type) for v in runtime.store.latest()}
+    cached = {(v.device_id, v.metric_type) for v in runtime.cache.all_latest()}
+    assert stored and (broken, "power") not in stored  # the other part did commit
+    assert cached == stored
+
+    monkeypatch.setattr(type(runtime.store), "store", real_store)
+    result = consumer.handler(event, LocalContext("consumer"))
+    assert result["stored"] + result["duplicates"] == 40 * 6 * 30
+    assert result["stored"] == 40 * 6 * 30 - len(stored) * 30  # exactly what was missing
+    assert {(v.device_id, v.metric_type) for v in runtime.cache.all_latest()} == set(newest)

@@ -12,6 +12,7 @@ from common.errors import ValidationError
 from common.readings import (
     MessageError,
     MetricType,
+    Reading,
     _checked_reading,
     _fast_reading,
     decode_message,
@@ -218,3 +219,17 @@ def test_the_fast_path_takes_clean_readings_with_and_without_timestamp():
         datetime(2024, 5, 1, 8, tzinfo=timezone.utc),
     )
     assert _fast_reading(reading(), NOW, latest, stamped=True) is None
+
+
+def test_splitting_a_batch_keeps_each_device_in_one_part_and_every_reading_once():
+    from common.consume import split_by_device
+
+    moment = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    readings = [Reading(f"dev-{i % 37}", "power", float(i), moment) for i in range(1000)]
+    parts = split_by_device(readings, 2)
+    assert len(parts) == 2
+    assert sorted(r.value for part in parts for r in part) == [float(i) for i in range(1000)]
+    devices = [{r.device_id for r in part} for part in parts]
+    assert not devices[0] & devices[1]
+    assert split_by_device(readings, 1) == [readings]
+    assert split_by_device([], 2) == [[]]
