@@ -45,10 +45,10 @@ end
 return moved
 """
 
-_CHUNK = 500
+_CHUNK = 500  # readings per script call: keeps one call short so Redis stays responsive
 # After a failure, Redis is left alone this long: callers go straight to PostgreSQL instead of
 # waiting for a connect timeout on every request.
-SUSPEND_SECONDS = 5.0  # readings per script call: keeps one call short so Redis stays responsive
+SUSPEND_SECONDS = 5.0
 
 
 class CacheUnavailable(ServiceUnavailable):
