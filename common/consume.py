@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -65,12 +66,20 @@ def _retrying(action: Callable[[], T], context: object) -> T:
 
 
 def split_by_device(readings: list[Reading], parts: int) -> list[list[Reading]]:
-    """The readings in up to ``parts`` non-empty lists, all of one device's readings in the same one."""
+    """The readings in up to ``parts`` non-empty lists, all of one device's readings in the same one.
+
+    A device goes to the same part in every process (CRC-32 of its id, not Python's per-process
+    string hash): consumers running side by side then split their batches alike, so each part
+    waits only for the same part of another batch, never for a mix of two."""
     if parts < 2:
         return [readings]
     split: list[list[Reading]] = [[] for _ in range(parts)]
+    part_of: dict[str, list[Reading]] = {}
     for reading in readings:
-        split[hash(reading.device_id) % parts].append(reading)
+        part = part_of.get(reading.device_id)
+        if part is None:
+            part = part_of[reading.device_id] = split[zlib.crc32(reading.device_id.encode()) % parts]
+        part.append(reading)
     return [part for part in split if part] or [readings]
 
 

@@ -54,6 +54,7 @@ from common.store import conninfo
 from .functions import ROOT
 from .run import Stack
 from .shim import WORKERS_HELP, configured_workers
+from .trigger_loop import LOOPS_HELP, configured_loops
 
 METRICS = MetricType.names()
 
@@ -824,7 +825,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=configured_workers(), help=f"shim {WORKERS_HELP}, as make run"
     )
-    parser.add_argument("--consumers", type=int, default=1, help="trigger loop processes")
+    parser.add_argument("--consumers", type=int, default=configured_loops(), help=LOOPS_HELP)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=500, help="messages per consumer invocation")
     parser.add_argument("--clients", type=int, default=8)

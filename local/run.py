@@ -26,6 +26,7 @@ from common.store import ReadingStore
 from .embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
 from .functions import ROOT
 from .shim import WORKERS_HELP, configured_workers
+from .trigger_loop import LOOPS_HELP, configured_loops
 
 log = logging.getLogger("local.run")
 
@@ -143,6 +144,7 @@ def main() -> None:
         help=f"shim {WORKERS_HELP}",
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
+    parser.add_argument("--consumers", type=int, default=configured_loops(), help=LOOPS_HELP)
     parser.add_argument(
         "--data-dir", type=Path, default=ROOT / ".local", help="where embedded servers keep data"
     )
@@ -152,6 +154,8 @@ def main() -> None:
         help="require device tokens on ingest (off in this local demo unless AUTH_ENABLED is set)",
     )
     args = parser.parse_args()
+    if args.consumers < 1:
+        parser.error("--consumers must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Local demo mode: delete-all on and device tokens off, unless the environment says otherwise.
     os.environ.setdefault("DEMO_MODE", "true")
@@ -164,11 +168,13 @@ def main() -> None:
         stack.start_servers()
         settings = stack.prepare()
         stack.spawn("shim", "local.shim", "--port", str(args.port), "--workers", str(args.workers))
-        consuming = args.data_dir / "trigger.ready"
-        consuming.unlink(missing_ok=True)
-        stack.spawn("trigger loop", "local.trigger_loop", "--ready-file", str(consuming))
+        consuming = [args.data_dir / f"trigger-{n}.ready" for n in range(args.consumers)]
+        for n, ready in enumerate(consuming):
+            ready.unlink(missing_ok=True)
+            stack.spawn(f"trigger loop {n}", "local.trigger_loop", "--ready-file", str(ready))
         stack.wait_healthy()
-        stack.wait_for_file(consuming, "the trigger loop to join its consumer group")
+        for ready in consuming:
+            stack.wait_for_file(ready, "the trigger loops to join their consumer group")
         print(
             f"\nReady.\n  dashboard   http://127.0.0.1:{args.port}/\n"
             f"  API         http://127.0.0.1:{args.port}/api/devices\n"

@@ -203,7 +203,7 @@ variable "db_user" {
 }
 
 variable "db_pool_size" {
-  description = "DB_POOL_SIZE: PostgreSQL connections per function instance (an instance serves one request at a time)."
+  description = "DB_POOL_SIZE: PostgreSQL connections per function instance (an instance serves one request at a time; the consumer stores a batch of 4,000 readings or more as two parts at once, on two connections)."
   type        = number
   default     = 2
 
