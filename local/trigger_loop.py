@@ -38,8 +38,9 @@ DEFAULT_MAX_WAIT_MS = 300
 
 # Trigger loops the local stack runs side by side in one consumer group (TRIGGER_LOOPS overrides), as
 # the DMS trigger invokes the consumer for different partitions at once. On two cores, two loops
-# stored 200,000 bulk readings end to end 9 - 20% faster than one, in four of five interleaved pairs:
-# one loop's decoding overlaps the other's waiting for PostgreSQL (BENCHMARKS.md, item 19).
+# stored 200,000 bulk readings end to end 9 - 21% faster than one in six of seven interleaved pairs,
+# and caught up on a backlog 1.7 times as fast: one loop decodes while the other waits for PostgreSQL
+# (BENCHMARKS.md, item 19).
 DEFAULT_TRIGGER_LOOPS = 2
 
 Handler = Callable[[dict, object], object]
