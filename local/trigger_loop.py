@@ -198,7 +198,8 @@ def main() -> None:
         description="Invoke the consumer function from Kafka, as the DMS trigger does."
     )
     parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"))
-    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE", "500")))
+    # An empty variable (as `.env.example` leaves some) means the default, as for every other setting.
+    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE") or 500))
     parser.add_argument(
         "--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS") or DEFAULT_MAX_WAIT_MS)
     )

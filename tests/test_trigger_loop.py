@@ -79,3 +79,24 @@ def test_a_consumer_that_is_behind_does_not_wait_out_its_window(settings):
     got = collected(batch)
     assert 0 < len(got) < len(values) and got == values[: len(got)]
     assert took < WINDOW_MS / 1000 / 2, f"waited {took:.1f}s with more messages ready"
+
+
+def test_empty_trigger_variables_mean_the_defaults():
+    """`TRIGGER_BATCH_SIZE=` in a shell or an env file is "not set", not a crash at start-up."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "TRIGGER_BATCH_SIZE": "", "TRIGGER_MAX_WAIT_MS": "", "TRIGGER_LOOPS": ""}
+    for module in ("local.trigger_loop", "local.run"):
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
