@@ -3,6 +3,9 @@ waits out its window for what arrives meanwhile; one that is behind takes what i
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,6 +16,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from common.settings import Settings
 from local.embedded import create_topics
 from local.trigger_loop import TriggerLoop
+
+from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -83,12 +88,6 @@ def test_a_consumer_that_is_behind_does_not_wait_out_its_window(settings):
 
 def test_empty_trigger_variables_mean_the_defaults():
     """`TRIGGER_BATCH_SIZE=` in a shell or an env file is "not set", not a crash at start-up."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     env = {**os.environ, "TRIGGER_BATCH_SIZE": "", "TRIGGER_MAX_WAIT_MS": "", "TRIGGER_LOOPS": ""}
     for module in ("local.trigger_loop", "local.run"):
         result = subprocess.run(
