@@ -6,11 +6,15 @@ import base64
 import json
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from common import consume
 from common import runtime as runtime_module
+from common.errors import ServiceUnavailable
+from common.readings import MetricType, Reading, encode_message
 from common.settings import Settings
 from local.context import LocalContext
 from local.functions import load_function
@@ -194,10 +198,6 @@ def _kafka_event(topic: str, messages: list[str]) -> dict:
 def _large_batch(prefix: str, devices: int = 40, per_key: int = 30) -> tuple[list[str], dict]:
     """Messages of 100 readings for ``devices`` devices x 6 metrics x ``per_key`` readings each,
     newest first in places (late data), and the newest (value, timestamp) of every key."""
-    from datetime import datetime, timedelta, timezone
-
-    from common.readings import MetricType, Reading, encode_message
-
     start = datetime(2024, 6, 1, tzinfo=timezone.utc)
     readings, newest = [], {}
     for d in range(devices):
@@ -206,14 +206,15 @@ def _large_batch(prefix: str, devices: int = 40, per_key: int = 30) -> tuple[lis
             if d % 2:
                 steps.reverse()  # the newest of these arrives first
             for step in steps:
-                reading = Reading(
-                    f"{prefix}-{d:03d}", metric, float(d * 1000 + step), start + timedelta(minutes=step)
+                readings.append(
+                    Reading(
+                        f"{prefix}-{d:03d}", metric, float(d * 1000 + step), start + timedelta(minutes=step)
+                    )
                 )
-                readings.append(reading)
-                newest[(reading.device_id, metric)] = (
-                    float(d * 1000 + per_key - 1),
-                    start + timedelta(minutes=per_key - 1),
-                )
+            newest[(f"{prefix}-{d:03d}", metric)] = (
+                float(d * 1000 + per_key - 1),
+                start + timedelta(minutes=per_key - 1),
+            )
     messages = [
         encode_message([r.to_json() for r in readings[i : i + 100]]).decode()
         for i in range(0, len(readings), 100)
@@ -221,12 +222,14 @@ def _large_batch(prefix: str, devices: int = 40, per_key: int = 30) -> tuple[lis
     return messages, newest
 
 
-def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime, settings):
-    from common import consume
+# _large_batch's readings: 40 devices x 6 metrics x 30 readings
+LARGE_BATCH = 40 * 6 * 30
 
+
+def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime, settings):
     prefix = f"parts-{uuid.uuid4().hex[:6]}"
     messages, newest = _large_batch(prefix)
-    total = 40 * 6 * 30
+    total = LARGE_BATCH
     assert total >= consume.STORE_PARTS * consume.MIN_PART_READINGS  # large enough to be split
     event = _kafka_event(settings.kafka_topic, messages)
 
@@ -249,9 +252,6 @@ def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime,
 def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(runtime, settings, monkeypatch):
     """One part of a batch cannot be stored: the handler raises (so the trigger redelivers), Redis
     holds nothing PostgreSQL does not, and the redelivered batch completes what was missing."""
-    from common import consume
-    from common.errors import ServiceUnavailable
-
     prefix = f"fail-{uuid.uuid4().hex[:6]}"
     messages, newest = _large_batch(prefix)
     event = _kafka_event(settings.kafka_topic, messages)
@@ -274,6 +274,6 @@ def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(runtime, setti
 
     monkeypatch.setattr(type(runtime.store), "store", real_store)
     result = consumer.handler(event, LocalContext("consumer"))
-    assert result["stored"] + result["duplicates"] == 40 * 6 * 30
-    assert result["stored"] == 40 * 6 * 30 - len(stored) * 30  # exactly what was missing
+    assert result["stored"] + result["duplicates"] == LARGE_BATCH
+    assert result["stored"] == LARGE_BATCH - len(stored) * 30  # exactly what was missing
     assert {(v.device_id, v.metric_type) for v in runtime.cache.all_latest()} == set(newest)
