@@ -93,8 +93,9 @@ def _store(runtime: Runtime, readings: list[Reading], context: object) -> StoreR
     count = min(STORE_PARTS, runtime.settings.db_pool_size, len(readings) // MIN_PART_READINGS)
     first, *others = split_by_device(readings, count)
     pending = [runtime.threads.submit(_store_part, runtime, part, context) for part in others]
+    results: list[StoreResult] = []
     try:
-        results = [_store_part(runtime, first, context)]
+        results.append(_store_part(runtime, first, context))
     finally:
         results += [part.result() for part in pending]  # no part is left running when this returns
     return StoreResult(

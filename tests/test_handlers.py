@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+import zlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -249,13 +250,20 @@ def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime,
     assert in_redis == expected
 
 
-def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(runtime, settings, monkeypatch):
+@pytest.mark.parametrize("failing_part", [0, 1], ids=["the part stored in the handler's thread", "the other"])
+def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(
+    runtime, settings, monkeypatch, failing_part
+):
     """One part of a batch cannot be stored: the handler raises (so the trigger redelivers), Redis
     holds nothing PostgreSQL does not, and the redelivered batch completes what was missing."""
     prefix = f"fail-{uuid.uuid4().hex[:6]}"
     messages, newest = _large_batch(prefix)
     event = _kafka_event(settings.kafka_topic, messages)
-    broken = f"{prefix}-007"
+    # A device of the chosen part (split_by_device: CRC-32 of the id; the first part is stored in the
+    # handler's own thread, the other in the runtime's)
+    broken = next(
+        d for d, _ in sorted(newest) if zlib.crc32(d.encode()) % consume.STORE_PARTS == failing_part
+    )
     real_store = type(runtime.store).store
 
     def store_failing_for_one_device(store, readings):
