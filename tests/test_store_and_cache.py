@@ -61,6 +61,26 @@ def test_a_redelivered_batch_is_stored_once(runtime: Runtime):
     assert count(runtime) == 3
 
 
+def test_a_partly_stored_batch_stores_only_what_is_new(runtime: Runtime):
+    """Storing tries plain inserts first; a batch holding one stored reading must still store the
+    rest exactly once, and move the latest values only from what is new and newer."""
+    runtime.store.store([r(value=1, minutes=0), r(value=10, minutes=10)])
+    result = runtime.store.store(
+        [r(value=1, minutes=0), r(value=5, minutes=5), r(metric="humidity", value=40, minutes=1)]
+    )
+    assert (result.stored, result.duplicates, result.latest_moved) == (2, 1, 1)
+    assert count(runtime) == 4
+    latest = {v.metric_type: v.value for v in runtime.store.latest("dev-1")}
+    assert latest == {"temperature": 10.0, "humidity": 40.0}
+
+
+def test_one_reading_twice_in_a_batch_is_stored_once(runtime: Runtime):
+    result = runtime.store.store([r(value=7, minutes=3), r(value=8, minutes=4), r(value=7, minutes=3)])
+    assert (result.stored, result.duplicates, result.latest_moved) == (2, 1, 1)
+    assert count(runtime) == 2
+    assert runtime.store.latest("dev-1")[0].value == 8.0
+
+
 def test_latest_only_moves_forward_and_late_readings_are_history(runtime: Runtime):
     runtime.store.store([r(value=10, minutes=5)])
     runtime.store.store([r(value=99, minutes=1)])  # late
