@@ -265,12 +265,7 @@ class Bench:
         print(f"# starting the stack in {self.data_dir}", file=sys.stderr)
         self.stack.start_servers()
         self.settings = self.stack.prepare()
-        self.stack.spawn(
-            "shim", "local.shim", "--port", str(self.args.port), "--workers", str(self.args.workers)
-        )
-        for n in range(self.args.consumers):
-            self.stack.spawn(f"trigger loop {n}", "local.trigger_loop")
-        self.stack.wait_healthy()
+        self.stack.start_service(self.args.consumers)
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -428,7 +423,7 @@ class Bench:
         # Reads the group's committed offsets without joining it (it never subscribes or polls).
         reader = KafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
-            group_id=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"),
+            group_id=os.environ.get("TRIGGER_GROUP_ID") or "iot-consumer",
             enable_auto_commit=False,
             metrics_enabled=False,
         )
@@ -844,6 +839,8 @@ def main() -> None:
         help="run the bulk ingest this many times and report the median too (default 3; quick 1)",
     )
     args = parser.parse_args()
+    if args.consumers < 1:
+        parser.error("--consumers must be at least 1")
     only = set(args.only.split(",")) if args.only else set(PARTS)
     if only - {"bulk", *PARTS}:
         parser.error(f"--only takes a comma-separated list of: bulk, {', '.join(PARTS)}")

@@ -24,6 +24,7 @@ from common.settings import Settings
 from common.store import ReadingStore
 
 from .embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
+from .env import env_int
 from .functions import ROOT
 from .shim import WORKERS_HELP, configured_workers
 from .trigger_loop import LOOPS_HELP, configured_loops
@@ -82,6 +83,18 @@ class Stack:
         process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env)
         self.children.append((name, process))
 
+    def start_service(self, loops: int) -> None:
+        """The shim and ``loops`` trigger loops; returns once the shim answers and every loop has
+        joined the consumer group, so readings accepted from then on are being consumed."""
+        self.spawn("shim", "local.shim", "--port", str(self.port), "--workers", str(self.workers))
+        joined = [self.data_dir / f"trigger-{n}.ready" for n in range(loops)]
+        for n, ready in enumerate(joined):
+            ready.unlink(missing_ok=True)
+            self.spawn(f"trigger loop {n}", "local.trigger_loop", "--ready-file", str(ready))
+        self.wait_healthy()
+        for ready in joined:
+            self.wait_for_file(ready, "the trigger loops to join their consumer group")
+
     def wait_healthy(self, timeout: float = 60) -> None:
         url = f"http://127.0.0.1:{self.port}/health"
         deadline = time.monotonic() + timeout
@@ -136,7 +149,7 @@ def _interrupt(*_: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the whole service locally.")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SHIM_PORT", "8080")))
+    parser.add_argument("--port", type=int, default=env_int("SHIM_PORT", 8080))
     parser.add_argument(
         "--workers",
         type=int,
@@ -167,14 +180,7 @@ def main() -> None:
     try:
         stack.start_servers()
         settings = stack.prepare()
-        stack.spawn("shim", "local.shim", "--port", str(args.port), "--workers", str(args.workers))
-        consuming = [args.data_dir / f"trigger-{n}.ready" for n in range(args.consumers)]
-        for n, ready in enumerate(consuming):
-            ready.unlink(missing_ok=True)
-            stack.spawn(f"trigger loop {n}", "local.trigger_loop", "--ready-file", str(ready))
-        stack.wait_healthy()
-        for ready in consuming:
-            stack.wait_for_file(ready, "the trigger loops to join their consumer group")
+        stack.start_service(args.consumers)
         print(
             f"\nReady.\n  dashboard   http://127.0.0.1:{args.port}/\n"
             f"  API         http://127.0.0.1:{args.port}/api/devices\n"

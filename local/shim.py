@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from common.apig import build_event, error_response, response_body
 
 from .context import LocalContext
+from .env import env_int
 from .functions import HTTP_FUNCTIONS, load_function
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def default_workers() -> int:
 def configured_workers() -> int:
     """``SHIM_WORKERS`` when set and not empty (compose passes it empty for the default), else
     ``default_workers``."""
-    return int(os.environ.get("SHIM_WORKERS") or default_workers())
+    return env_int("SHIM_WORKERS", default_workers())
 
 
 WORKERS_HELP = "worker processes (default: SHIM_WORKERS, else half the CPU cores, at least 2)"
@@ -195,7 +196,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the HTTP functions locally, as APIG would.")
     parser.add_argument("--host", default=os.environ.get("SHIM_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SHIM_PORT", "8080")))
+    parser.add_argument("--port", type=int, default=env_int("SHIM_PORT", 8080))
     parser.add_argument(
         "--workers",
         type=int,
@@ -205,7 +206,7 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ.get("SHIM_THREADS") or 8),
+        default=env_int("SHIM_THREADS", 8),
         help="request threads per worker (concurrent ingest requests share Kafka messages)",
     )
     args = parser.parse_args()

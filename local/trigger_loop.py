@@ -23,6 +23,7 @@ from common import dms
 from common.settings import Settings
 
 from .context import LocalContext
+from .env import env_int
 from .functions import load_function
 
 log = logging.getLogger("trigger-loop")
@@ -49,7 +50,7 @@ Handler = Callable[[dict, object], object]
 
 def configured_loops() -> int:
     """``TRIGGER_LOOPS`` when set and not empty, else ``DEFAULT_TRIGGER_LOOPS``."""
-    return int(os.environ.get("TRIGGER_LOOPS") or DEFAULT_TRIGGER_LOOPS)
+    return env_int("TRIGGER_LOOPS", DEFAULT_TRIGGER_LOOPS)
 
 
 class _Announce(ConsumerRebalanceListener):
@@ -195,11 +196,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description="Invoke the consumer function from Kafka, as the DMS trigger does."
     )
-    parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID", "iot-consumer"))
-    # An empty variable (as `.env.example` leaves some) means the default, as for every other setting.
-    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("TRIGGER_BATCH_SIZE") or 500))
+    parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID") or "iot-consumer")
+    parser.add_argument("--batch-size", type=int, default=env_int("TRIGGER_BATCH_SIZE", 500))
     parser.add_argument(
-        "--max-wait-ms", type=int, default=int(os.environ.get("TRIGGER_MAX_WAIT_MS") or DEFAULT_MAX_WAIT_MS)
+        "--max-wait-ms", type=int, default=env_int("TRIGGER_MAX_WAIT_MS", DEFAULT_MAX_WAIT_MS)
     )
     parser.add_argument(
         "--ready-file", help="touched once partitions are assigned (the local runner waits for it)"

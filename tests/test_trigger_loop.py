@@ -99,3 +99,28 @@ def test_empty_trigger_variables_mean_the_defaults():
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "variable"),
+    [
+        ("local.trigger_loop", "TRIGGER_BATCH_SIZE"),
+        ("local.run", "TRIGGER_LOOPS"),
+        ("local.run", "SHIM_PORT"),
+        ("local.shim", "SHIM_THREADS"),
+    ],
+)
+def test_a_variable_that_is_not_a_number_is_named_not_a_traceback(module: str, variable: str):
+    """The local tools' whole-number variables, set to something else, stop the tool with a message
+    naming the variable and what it held."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=ROOT,
+        env={**os.environ, variable: "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"{variable} must be a whole number, not 'lots'" in result.stderr
+    assert "Traceback" not in result.stderr
