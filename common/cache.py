@@ -140,7 +140,7 @@ class LatestCache:
             return 0
         try:
             self._heal(self.client)
-            return self._put((r.device_id, r.metric_type, r.value, r.timestamp) for r in readings)
+            return self._put(readings)  # a Reading is the (device, metric, value, time) tuple _put takes
         except redis.RedisError as error:
             log.warning("Redis write failed; the cache will be rebuilt from PostgreSQL: %s", error)
             self.suspend()
