@@ -145,7 +145,7 @@ def local_only_names() -> set[str]:
     """Environment names the local processes read besides the settings (SHIM_WORKERS, ...)."""
     names = set()
     for path in (ROOT / "local").glob("*.py"):
-        names |= set(re.findall(r"os\.environ\.get\(\s*\"([A-Z_][A-Z0-9_]*)\"", path.read_text()))
+        names |= set(re.findall(r"(?:os\.environ\.get|env_int)\(\s*\"([A-Z_][A-Z0-9_]*)\"", path.read_text()))
     return names
 
 
