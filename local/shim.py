@@ -155,6 +155,13 @@ def configured_workers() -> int:
     return env_int("SHIM_WORKERS", default_workers())
 
 
+# Request threads per worker. With 8 clients on two workers, 4 threads served a median 2,822 single
+# readings/s against 2,475 for 8 (higher in 7 of 8 interleaved rounds), with less shim and broker CPU
+# per request; bulk and the mixed soak measured the same (BENCHMARKS.md, item 21). Threads beyond the
+# requests a worker has in hand only add wake-ups; requests beyond its threads wait in Granian, outside
+# Python.
+DEFAULT_THREADS = 4
+
 WORKERS_HELP = "worker processes (default: SHIM_WORKERS, else half the CPU cores, at least 2)"
 
 
@@ -178,8 +185,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         blocking_threads=threads,
         respawn_failed_workers=True,
     )
-    # Granian warns when threads outnumber 2 x cores + 1. Ours mostly wait for the broker's
-    # acknowledgement, and the more of them wait together, the more share one message.
+    # Granian warns when threads outnumber 2 x cores + 1, as SHIM_THREADS may set them. Ours mostly
+    # wait for the broker's acknowledgement, and the more of them wait together, the more share one
+    # message.
     logging.getLogger("_granian").addFilter(
         lambda record: "Python threads, which seems quite high" not in record.getMessage()
     )
@@ -206,8 +214,9 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=env_int("SHIM_THREADS", 8),
-        help="request threads per worker (concurrent ingest requests share Kafka messages)",
+        default=env_int("SHIM_THREADS", DEFAULT_THREADS),
+        help=f"request threads per worker (default: SHIM_THREADS, else {DEFAULT_THREADS}); concurrent ingest"
+        " requests share Kafka messages",
     )
     args = parser.parse_args()
     serve(args.host, args.port, args.workers, args.threads)
