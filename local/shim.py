@@ -185,9 +185,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         blocking_threads=threads,
         respawn_failed_workers=True,
     )
-    # Granian warns when threads outnumber 2 x cores + 1, as SHIM_THREADS may set them. Ours mostly
-    # wait for the broker's acknowledgement, and the more of them wait together, the more share one
-    # message.
+    # Granian warns when threads outnumber 2 x cores + 1, as SHIM_THREADS may ask. Ours mostly wait
+    # for the broker's acknowledgement, so more threads than cores is no fault in itself.
     logging.getLogger("_granian").addFilter(
         lambda record: "Python threads, which seems quite high" not in record.getMessage()
     )

@@ -81,6 +81,38 @@ def test_one_reading_twice_in_a_batch_is_stored_once(runtime: Runtime):
     assert runtime.store.latest("dev-1")[0].value == 8.0
 
 
+def test_one_batch_stored_by_two_consumers_at_once_is_stored_once(runtime: Runtime, settings: Settings):
+    """Two consumers holding the same readings (a rebalance redelivers a batch another is storing):
+    one stores them, the other finds them stored, whichever commits first."""
+    batch = [r(device=f"dev-{n % 50}", value=n, minutes=n) for n in range(3000)]
+    stores = [ReadingStore(settings), ReadingStore(settings)]
+    for target in stores:
+        target.migrate()  # connected and ready, so the two stores start together
+    together = threading.Barrier(2)
+    results, errors = [], []
+
+    def store(target: ReadingStore) -> None:
+        together.wait()
+        try:
+            results.append(target.store(batch))
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=store, args=(target,)) for target in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for target in stores:
+            target.close()
+    assert errors == []
+    assert sorted((result.stored, result.duplicates) for result in results) == [(0, 3000), (3000, 0)]
+    assert count(runtime) == 3000
+    assert count(runtime, "SELECT count(*) FROM latest_reading") == 50
+
+
 def test_latest_only_moves_forward_and_late_readings_are_history(runtime: Runtime):
     runtime.store.store([r(value=10, minutes=5)])
     runtime.store.store([r(value=99, minutes=1)])  # late
