@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from common import consume
+from common import consume, dms
 from common import runtime as runtime_module
 from common.errors import ServiceUnavailable
 from common.readings import MetricType, Reading, encode_message
@@ -188,22 +188,20 @@ def test_dashboard_handler_serves_pages_and_assets():
     assert response["statusCode"] == 404
 
 
-def _kafka_event(topic: str, messages: list[str]) -> dict:
-    return {
-        "event_version": "v1.0",
-        "trigger_type": "KAFKA",
-        "records": [{"messages": messages, "topic_id": topic}],
-    }
+# _large_batch's size: LARGE_DEVICES devices x 6 metrics x PER_KEY readings of each key
+LARGE_DEVICES = 40
+PER_KEY = 30
+LARGE_BATCH = LARGE_DEVICES * len(MetricType) * PER_KEY
 
 
-def _large_batch(prefix: str, devices: int = 40, per_key: int = 30) -> tuple[list[str], dict]:
-    """Messages of 100 readings for ``devices`` devices x 6 metrics x ``per_key`` readings each,
-    newest first in places (late data), and the newest (value, timestamp) of every key."""
+def _large_batch(prefix: str) -> tuple[list[bytes], dict]:
+    """Messages of 100 readings, LARGE_BATCH in all, newest first in places (late data), and the
+    newest (value, timestamp) of every key."""
     start = datetime(2024, 6, 1, tzinfo=timezone.utc)
     readings, newest = [], {}
-    for d in range(devices):
+    for d in range(LARGE_DEVICES):
         for metric in MetricType.names():
-            steps = list(range(per_key))
+            steps = list(range(PER_KEY))
             if d % 2:
                 steps.reverse()  # the newest of these arrives first
             for step in steps:
@@ -213,18 +211,13 @@ def _large_batch(prefix: str, devices: int = 40, per_key: int = 30) -> tuple[lis
                     )
                 )
             newest[(f"{prefix}-{d:03d}", metric)] = (
-                float(d * 1000 + per_key - 1),
-                start + timedelta(minutes=per_key - 1),
+                float(d * 1000 + PER_KEY - 1),
+                start + timedelta(minutes=PER_KEY - 1),
             )
     messages = [
-        encode_message([r.to_json() for r in readings[i : i + 100]]).decode()
-        for i in range(0, len(readings), 100)
+        encode_message([r.to_json() for r in readings[i : i + 100]]) for i in range(0, len(readings), 100)
     ]
     return messages, newest
-
-
-# _large_batch's readings: 40 devices x 6 metrics x 30 readings
-LARGE_BATCH = 40 * 6 * 30
 
 
 def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime, settings):
@@ -232,7 +225,7 @@ def test_a_large_batch_is_stored_in_parts_with_every_latest_value_right(runtime,
     messages, newest = _large_batch(prefix)
     total = LARGE_BATCH
     assert total >= consume.STORE_PARTS * consume.MIN_PART_READINGS  # large enough to be split
-    event = _kafka_event(settings.kafka_topic, messages)
+    event = dms.build_event({settings.kafka_topic: messages})
 
     assert consumer.handler(event, LocalContext("consumer")) == {
         "messages": len(messages),
@@ -258,7 +251,7 @@ def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(
     holds nothing PostgreSQL does not, and the redelivered batch completes what was missing."""
     prefix = f"fail-{uuid.uuid4().hex[:6]}"
     messages, newest = _large_batch(prefix)
-    event = _kafka_event(settings.kafka_topic, messages)
+    event = dms.build_event({settings.kafka_topic: messages})
     # A device of the chosen part (split_by_device: CRC-32 of the id; the first part is stored in the
     # handler's own thread, the other in the runtime's)
     broken = next(
@@ -283,5 +276,5 @@ def test_a_failed_part_fails_the_batch_and_redis_never_runs_ahead(
     monkeypatch.setattr(type(runtime.store), "store", real_store)
     result = consumer.handler(event, LocalContext("consumer"))
     assert result["stored"] + result["duplicates"] == LARGE_BATCH
-    assert result["stored"] == LARGE_BATCH - len(stored) * 30  # exactly what was missing
+    assert result["stored"] == LARGE_BATCH - len(stored) * PER_KEY  # exactly what was missing
     assert {(v.device_id, v.metric_type) for v in runtime.cache.all_latest()} == set(newest)
