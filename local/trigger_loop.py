@@ -43,7 +43,9 @@ DEFAULT_MAX_WAIT_MS = 300
 # and caught up on a backlog 1.7 times as fast: one loop decodes while the other waits for PostgreSQL
 # (BENCHMARKS.md, item 19).
 DEFAULT_TRIGGER_LOOPS = 2
-LOOPS_HELP = "trigger loop processes in one consumer group (default: TRIGGER_LOOPS, else 2)"
+LOOPS_HELP = (
+    f"trigger loop processes in one consumer group (default: TRIGGER_LOOPS, else {DEFAULT_TRIGGER_LOOPS})"
+)
 
 Handler = Callable[[dict, object], object]
 
