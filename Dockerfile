@@ -21,8 +21,8 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 COPY common/ common/
 COPY functions/ functions/
 COPY local/ local/
-# The one-shot init of docker compose, and the sample-data generator (docker compose exec shim ...)
-COPY scripts/compose_init.py scripts/generate_data.py scripts/
+# The sample-data generator (docker compose exec shim ...)
+COPY scripts/generate_data.py scripts/
 
 RUN useradd --system --create-home --home-dir /home/iot --shell /usr/sbin/nologin iot
 USER iot

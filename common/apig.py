@@ -3,7 +3,7 @@
 APIG hands a function ``{"httpMethod", "path", "headers", "queryStringParameters",
 "pathParameters", "body", "isBase64Encoded", "requestContext"}`` and wants back exactly
 ``{"statusCode": int, "headers": map, "body": str, "isBase64Encoded": bool}`` (anything else
-becomes a 500 at the gateway). See shared/reference/functiongraph.md, section 2.
+becomes a 500 at the gateway). See docs/functiongraph.md, section 2.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
-from .errors import BadRequest
+from .errors import ApiError, BadRequest
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -155,6 +155,13 @@ def json_response(payload: object, status: int = 200) -> Response:
 
 def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
+
+
+def api_error_response(error: ApiError) -> Response:
+    """The response for an ApiError: its status, its message and any headers it carries."""
+    response = error_response(error.status, error.message)
+    response.headers.update(error.headers)
+    return response
 
 
 def response_body(response: dict) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import redis
@@ -52,7 +53,19 @@ SUSPEND_SECONDS = 5.0
 
 
 class CacheUnavailable(ServiceUnavailable):
-    pass
+    """Redis cannot be reached or failed; readers fall back to PostgreSQL."""
+
+    def __init__(self, message: str = "Redis does not answer"):
+        super().__init__(message)
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    """Redis's own errors become CacheUnavailable: callers know this module's error, not redis-py's."""
+    try:
+        yield
+    except redis.RedisError as error:
+        raise CacheUnavailable() from error
 
 
 def _micros(moment: datetime) -> int:
@@ -148,20 +161,25 @@ class LatestCache:
 
     def rebuild(self, latest: Sequence[LatestValue]) -> None:
         """Load PostgreSQL's latest values (merging with anything newer already cached)."""
-        self._put((v.device_id, v.metric_type, v.value, datetime.fromisoformat(v.timestamp)) for v in latest)
-        self.client.set(self._ready_key, "1")
+        with _unavailable_on_error():
+            self._put(
+                (v.device_id, v.metric_type, v.value, datetime.fromisoformat(v.timestamp)) for v in latest
+            )
+            self.client.set(self._ready_key, "1")
 
     def clear(self) -> None:
-        client = self.client
-        keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        with _unavailable_on_error():
+            client = self.client
+            keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
 
     # -- reads -------------------------------------------------------------------------------
     def is_ready(self) -> bool:
-        client = self.client
-        self._heal(client)
-        return bool(client.exists(self._ready_key))
+        with _unavailable_on_error():
+            client = self.client
+            self._heal(client)
+            return bool(client.exists(self._ready_key))
 
     @staticmethod
     def _value(device_id: str, metric: str, entry: str) -> LatestValue:
@@ -171,7 +189,8 @@ class LatestCache:
     def latest(self, device_id: str) -> list[LatestValue]:
         """One device's latest values, ordered by metric."""
         metrics = sorted(MetricType.names())
-        entries = self.client.hmget(self._latest_key, [f"{device_id} {metric}" for metric in metrics])
+        with _unavailable_on_error():
+            entries = self.client.hmget(self._latest_key, [f"{device_id} {metric}" for metric in metrics])
         return [
             self._value(device_id, metric, entry)
             for metric, entry in zip(metrics, entries, strict=True)
@@ -186,10 +205,13 @@ class LatestCache:
         """(device_id, metric, value as JSON number text, ISO time) of every latest value, ordered by
         device and metric, produced lazily: GET /api/devices turns them into JSON without building an
         object per value (profiled: object churn and the garbage collector were half its time)."""
-        for field, entry in sorted(self.client.hgetall(self._latest_key).items()):
+        with _unavailable_on_error():
+            entries = self.client.hgetall(self._latest_key)
+        for field, entry in sorted(entries.items()):
             device_id, metric = field.split(" ")
             _, value, moment = entry.split("|")
             yield device_id, metric, value, moment
 
     def ping(self) -> None:
-        self.client.ping()
+        with _unavailable_on_error():
+            self.client.ping()

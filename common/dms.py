@@ -3,7 +3,8 @@
 The trigger hands the function message values only, as strings, grouped per topic:
 ``{"event_version", "event_time", "trigger_type": "KAFKA", "region", "instance_id",
 "records": [{"topic_id", "messages": [...]}]}``. Older Huawei templates put ``instance_id`` in
-each record, and OTC's helper tolerates ``{"message": "..."}`` objects: both are read here.
+each record, or ``topic_id`` and ``messages`` at the top with no ``records``; OTC's helper tolerates
+``{"message": "..."}`` objects. All of them are read here (docs/functiongraph.md, section 3).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def _as_text(message: object) -> str:
 def iter_messages(event: dict) -> Iterator[KafkaMessage]:
     """Every message of a DMS Kafka event, in order, with its topic and instance."""
     top_instance = str(event.get("instance_id") or "")
-    for record in event.get("records") or []:
+    records = event.get("records")
+    if records is None and "messages" in event:
+        records = [event]  # the flat shape of an older Huawei template: one topic, no "records"
+    for record in records or []:
         if not isinstance(record, dict):
             continue
         topic = str(record.get("topic_id") or "")

@@ -36,7 +36,14 @@ class NotFound(ApiError):
 
 
 class MethodNotAllowed(ApiError):
+    """The path exists, but not for this method; ``allowed`` lists the methods that it has."""
+
     status = 405
+
+    def __init__(self, method: str, path: str, allowed: list[str]):
+        listed = ", ".join(allowed)
+        super().__init__(f"Method {method} is not allowed for {path}; use {listed}", {"Allow": listed})
+        self.allowed = allowed
 
 
 class PayloadTooLarge(ApiError):

@@ -24,16 +24,16 @@ def _is_json(request: ApigRequest) -> bool:
     return not kind or kind in JSON_TYPES or kind.endswith("+json")
 
 
-def _single_body(request: ApigRequest) -> object:
-    """JSON, or form fields as the original service accepted them."""
+def _single_body(request: ApigRequest) -> tuple[object, bool]:
+    """JSON, or form fields as the original service accepted them; and whether it was a form."""
     _check_size(request)
     if _is_json(request):
-        return request.json()
+        return request.json(), False
     if request.content_type == FORM_TYPE:
         # `curl -d '{...}'` sends JSON labelled as a form; read it as the JSON it is.
         if request.body.lstrip().startswith(b"{"):
-            return request.json()
-        return request.form()
+            return request.json(), False
+        return request.form(), True
     raise UnsupportedMediaType(
         f"Content-Type {request.content_type} is not supported; send application/json or {FORM_TYPE}"
     )
@@ -48,7 +48,8 @@ def _principal(request: ApigRequest) -> Principal | None:
 def submit_reading(request: ApigRequest) -> dict:
     """POST /api/device/data"""
     principal = _principal(request)
-    reading = parse_reading(_single_body(request), utc_now())
+    body, is_form = _single_body(request)
+    reading = parse_reading(body, utc_now(), form=is_form)
     if principal is not None:
         authorize_readings(principal, [reading], bulk=False)
     (shown,) = current().producer.send([reading])

@@ -2,6 +2,13 @@
 
 Validation lives here once: ingest uses it before queuing, the consumer uses it again on every
 Kafka message (a message can come from anything that can write to the topic).
+
+What a device may send, exactly (the OpenAPI document and the README say the same):
+- the fields ``device_id``, ``metric_type``, ``value`` and optionally ``timestamp``, and no others: a
+  field the service would drop (a ``unit``, say) could make the stored value mean something else;
+- ``metric_type`` spelled as one of MetricType's values, in lower case;
+- in JSON, ``value`` a number (not text); form fields are always text, so there it is a number as text;
+- ``timestamp`` ISO-8601 text; a naive time means UTC.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
+FIELDS = ("device_id", "metric_type", "value", "timestamp")
+_FIELD_NAMES = frozenset(FIELDS)
 
 
 class MetricType(str, Enum):
@@ -52,7 +61,7 @@ class Reading(NamedTuple):
     timestamp: datetime  # always timezone-aware UTC
 
     def to_json(self) -> str:
-        """The reading as one JSON object, the same as ``json.dumps(self.to_dict())`` but written
+        """The reading as one JSON object (how the API shows it and Kafka carries it), written
         directly: ingest shows and queues every accepted reading, and the encoder's generic path cost
         more than the validation. No escaping is needed: a device id only ever holds the characters
         ``parse_device_id`` allows, a metric type is one of MetricType's values, and a value is a
@@ -61,15 +70,6 @@ class Reading(NamedTuple):
             f'{{"device_id":"{self.device_id}","metric_type":"{self.metric_type}",'
             f'"value":{self.value!r},"timestamp":"{self.timestamp.isoformat()}"}}'
         )
-
-    def to_dict(self) -> dict:
-        """The reading as the API shows it (and as it travels in Kafka messages)."""
-        return {
-            "device_id": self.device_id,
-            "metric_type": self.metric_type,
-            "value": self.value,
-            "timestamp": self.timestamp.isoformat(),
-        }
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -99,19 +99,23 @@ def parse_device_id(raw: object) -> str:
 
 
 def parse_metric_type(raw: object) -> str:
-    """One of MetricType's values (case and surrounding spaces do not matter)."""
+    """One of MetricType's values, exactly as it is spelled there."""
     if type(raw) is str:
-        known = _METRIC_NAMES.get(raw) or _METRIC_NAMES.get(raw.strip().lower())
+        known = _METRIC_NAMES.get(raw)
         if known is not None:
             return known
     if raw is None or raw == "":
         raise ValidationError(f"metric_type is required (one of: {_ALLOWED_METRICS})")
     if not isinstance(raw, str):
         raise ValidationError(f"metric_type must be a string, one of: {_ALLOWED_METRICS}")
+    meant = _METRIC_NAMES.get(raw.strip().lower())
+    if meant is not None:
+        raise ValidationError(f"Unknown metric_type {raw[:40]!r}; metric types are lower case: use {meant!r}")
     raise ValidationError(f"Unknown metric_type {raw[:40]!r}; use one of: {_ALLOWED_METRICS}")
 
 
-def parse_value(raw: object) -> float:
+def parse_value(raw: object, *, text: bool = False) -> float:
+    """A finite number. ``text``: the value comes from a form field, where every value is text."""
     if type(raw) is float:
         if math.isfinite(raw):
             return raw
@@ -126,7 +130,10 @@ def parse_value(raw: object) -> float:
         except OverflowError:  # an integer too large for a double
             value = math.inf
     elif isinstance(raw, str):
-        # Form-encoded readings always arrive as text; the original service accepted "21.5" too.
+        if not text:
+            raise ValidationError(
+                f"value must be a number, not the text {raw[:40]!r}: send it without quotes"
+            )
         try:
             value = float(raw.strip())
         except ValueError:
@@ -161,9 +168,12 @@ def parse_timestamp(raw: object, received_at: datetime) -> datetime:
     return moment
 
 
-def parse_reading(data: object, received_at: datetime | None = None) -> Reading:
-    """Validate one reading given as a mapping; raise ValidationError naming the problem."""
+def parse_reading(data: object, received_at: datetime | None = None, *, form: bool = False) -> Reading:
+    """Validate one reading given as a mapping (``form``: its values are form fields, all text);
+    raise ValidationError naming the problem."""
     received_at = received_at or utc_now()
+    if form:
+        return _checked_reading(data, received_at, form=True)
     return _reading(data, received_at, received_at + MAX_FUTURE_SKEW)
 
 
@@ -229,17 +239,22 @@ def _fast_reading(
     return Reading(device_id, metric, value, moment)
 
 
-def _checked_reading(data: object, received_at: datetime) -> Reading:
+def _checked_reading(data: object, received_at: datetime, *, form: bool = False) -> Reading:
     """Every check, one at a time, each with the message a caller can act on."""
     if not isinstance(data, dict):
         raise ValidationError("a reading must be a JSON object with device_id, metric_type and value")
     for key, value in data.items():
+        if key not in _FIELD_NAMES:
+            raise ValidationError(
+                f"{str(key)[:40]!r} is not a field of a reading; send only {', '.join(FIELDS[:-1])}"
+                f" and {FIELDS[-1]}"
+            )
         if isinstance(value, (dict, list)):
             raise ValidationError(f"{str(key)[:40]!r} must be a plain value, not an object or a list")
     return Reading(
         device_id=parse_device_id(data.get("device_id")),
         metric_type=parse_metric_type(data.get("metric_type")),
-        value=parse_value(data.get("value")),
+        value=parse_value(data.get("value"), text=form),
         timestamp=parse_timestamp(data.get("timestamp"), received_at),
     )
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from .apig import CORS_HEADERS, ApigRequest, Response, error_response, json_response
-from .errors import ApiError
+from .apig import CORS_HEADERS, ApigRequest, Response, api_error_response, error_response, json_response
+from .errors import ApiError, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,22 @@ class Router:
     def post(self, path: str) -> Callable[[Handler], Handler]:
         return self.route("POST", path)
 
-    def _match(self, path: str) -> list[tuple[Route, dict[str, str]]]:
-        found = []
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for ``method`` and ``path``, and the path's parameters (HEAD matches GET).
+
+        Raises NotFound when no route has the path, MethodNotAllowed (which lists the methods the path
+        has) when routes have the path but not this method."""
+        allowed = []
         for route in self.routes:
-            match = route.pattern.match(path)
-            if match:
-                found.append((route, match.groupdict()))
-        return found
+            found = route.pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if not allowed:
+            raise NotFound(f"Not found: {method} {path}")
+        raise MethodNotAllowed(method, path, sorted(set(allowed)))
 
     def resolve(self, event: dict, context: object = None) -> dict:
         """Route one APIG event to its function and return the APIG response dict."""
@@ -72,31 +81,24 @@ class Router:
         return self.dispatch(request).to_apig()
 
     def dispatch(self, request: ApigRequest) -> Response:
-        candidates = self._match(request.path)
-        if not candidates:
-            return error_response(404, f"Not found: {request.method} {request.path}")
-        allowed = sorted({route.method for route, _ in candidates})
-        if request.method == "OPTIONS":
-            return Response(204, "", headers={**CORS_HEADERS, "Allow": ", ".join(allowed)})
-        for route, params in candidates:
-            if route.method == request.method or (request.method == "HEAD" and route.method == "GET"):
-                # APIG's own pathParameters win when present; the path match fills the rest.
-                params.update({k: v for k, v in request.path_params.items() if k in params})
-                return self._call(route, request, params)
-        response = error_response(
-            405, f"Method {request.method} is not allowed for {request.path}; use {', '.join(allowed)}"
-        )
-        response.headers["Allow"] = ", ".join(allowed)
-        return response
+        try:
+            route, params = self.match(request.method, request.path)
+        except MethodNotAllowed as error:
+            if request.method == "OPTIONS":  # a CORS preflight for a path that exists
+                return Response(204, "", headers={**CORS_HEADERS, "Allow": ", ".join(error.allowed)})
+            return api_error_response(error)
+        except NotFound as error:
+            return api_error_response(error)
+        # APIG's own pathParameters win when present; the path match fills the rest.
+        params.update({k: v for k, v in request.path_params.items() if k in params})
+        return self._call(route, request, params)
 
     @staticmethod
     def _call(route: Route, request: ApigRequest, params: dict[str, str]) -> Response:
         try:
             result = route.function(request, **params)
         except ApiError as error:
-            response = error_response(error.status, error.message)
-            response.headers.update(error.headers)
-            return response
+            return api_error_response(error)
         except Exception:
             log.exception("unhandled error in %s %s", request.method, route.path)
             reference = f" (request {request.request_id})" if request.request_id else ""

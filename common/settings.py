@@ -1,9 +1,9 @@
 """One settings object, read once from the environment.
 
 Names follow the original service's `.env` (`DB_HOST`, `REDIS_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, ...).
-In FunctionGraph the same names are set as the function's `user_data`; the initializer passes
-`context.getUserData` in as ``lookup`` because whether user data is also exported to `os.environ`
-is not confirmed (see shared/reference/functiongraph.md, 1.3).
+In FunctionGraph the same names are set as the function's `user_data`; settings are read through
+`context.getUserData` because whether user data is also exported to `os.environ` is not confirmed
+(docs/functiongraph.md, section 1).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import get_type_hints
 
 Lookup = Callable[[str], "str | None"]
 
@@ -33,6 +34,14 @@ def _as_int(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+
+
+# How a setting's text becomes the type its annotation names.
+_PARSERS: dict[type, Callable[[str, str], object]] = {
+    int: _as_int,
+    bool: _as_bool,
+    str: lambda name, raw: raw,
+}
 
 
 @dataclass(frozen=True)
@@ -73,18 +82,14 @@ class Settings:
     @classmethod
     def from_lookup(cls, lookup: Lookup) -> Settings:
         """Build settings from any name -> value lookup; unset names keep their defaults."""
+        types = get_type_hints(cls)
         values = {}
         for setting in fields(cls):
             name = setting.name.upper()
             raw = lookup(name)
             if raw is None or raw == "":
                 continue
-            if setting.type == "int":
-                values[setting.name] = _as_int(name, raw)
-            elif setting.type == "bool":
-                values[setting.name] = _as_bool(name, raw)
-            else:
-                values[setting.name] = raw
+            values[setting.name] = _PARSERS[types[setting.name]](name, raw)
         return cls(**values)
 
     @classmethod
@@ -107,8 +112,6 @@ class Settings:
             return value if value not in (None, "") else os.environ.get(name)
 
         return cls.from_lookup(lookup)
-
-    SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 
     @classmethod
     def names(cls) -> list[str]:

@@ -31,8 +31,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from functions import FUNCTIONS_DIR, function_names
+
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS_DIR = ROOT / "functions"
 COMMON_DIR = ROOT / "common"
 REQUIREMENTS = Path(__file__).resolve().parent / "function-requirements.txt"
 DEFAULT_DIST = ROOT / "dist"
@@ -40,7 +41,7 @@ WHEEL_CACHE = ROOT / "build" / "wheels"
 DEPENDENCY_ZIP = "deps.zip"
 MANIFEST = "manifest.json"
 
-# FunctionGraph's runtime string and the interpreter it stands for (shared/reference/functiongraph.md 1.2).
+# FunctionGraph's runtime string and the interpreter it stands for (docs/functiongraph.md, section 1).
 RUNTIME = "Python3.10"
 SKIPPED_NAMES = {"__pycache__", ".DS_Store", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", "~")  # FunctionGraph refuses file names ending in "~"
@@ -93,11 +94,6 @@ def local_target() -> Target:
     machine = platform.machine().lower() or "x86_64"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     return Target(version, (f"manylinux2014_{machine}", f"manylinux_2_17_{machine}"))
-
-
-def function_names() -> list[str]:
-    """Every function folder with an ``index.py``."""
-    return sorted(p.parent.name for p in FUNCTIONS_DIR.glob("*/index.py"))
 
 
 # --------------------------------------------------------------------------- reproducible zips

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .package import function_names
+from functions import function_names, load_function
 
 
 @dataclass(frozen=True, order=True)
@@ -22,8 +22,6 @@ class RouteSpec:
 
 def app_routes() -> list[RouteSpec]:
     """Every route of every function that has a router (``app``), in a stable order."""
-    from local.functions import load_function
-
     routes = []
     for name in function_names():
         app = getattr(load_function(name), "app", None)

@@ -1,9 +1,9 @@
 """The smoke events the deploy command sends to each freshly published function version.
 
 Each one is side-effect free: nothing is queued, stored or deleted. HTTP functions get APIG-shaped
-events (shared/reference/functiongraph.md 2.1) and must answer with a valid APIG response
-(``statusCode`` int, ``headers`` map, ``body`` string, ``isBase64Encoded`` bool, section 2.2);
-the consumer gets a DMS Kafka trigger event with no messages (section 3.1).
+events and must answer with a valid APIG response (``statusCode`` int, ``headers`` map, ``body``
+string, ``isBase64Encoded`` bool: docs/functiongraph.md, section 2); the consumer gets a DMS Kafka
+trigger event with no messages (section 3).
 """
 
 from __future__ import annotations

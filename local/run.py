@@ -1,4 +1,4 @@
-"""The local stack runner: servers (embedded unless the environment names them), shim, trigger loop.
+"""The local stack runner: servers (embedded unless the environment names them), shim, trigger loops.
 
     python -m local.run            # what `make run` does
 
@@ -10,6 +10,8 @@ child process. Ctrl-C stops every child this runner started.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -18,24 +20,38 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 from common.settings import Settings
 from common.store import ReadingStore
 
-from .embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
-from .env import env_int
-from .functions import ROOT
+from .embedded import (
+    EXTERNAL_VARIABLES,
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    die_with_parent,
+    port_in_use,
+)
+from .env import DATA_DIR, ROOT, STACK_ENV, env_int, write_stack_env
 from .shim import WORKERS_HELP, configured_workers
+from .topics import create_topics
 from .trigger_loop import LOOPS_HELP, configured_loops
 
 log = logging.getLogger("local.run")
 
-# Written into the data folder while the stack runs: the settings local tools need to reach it.
-STACK_ENV = "stack.env"
+# Held (flock) while a stack runs from a data folder: a second runner on the same folder would fight
+# the first over PostgreSQL's data directory.
+LOCK_FILE = "run.lock"
+# How long the shim and the trigger loops get to finish what they are doing when the stack stops.
+STOP_GRACE_SECONDS = 10
 
-# Which variable, when set, means "use the server the environment names".
-EXTERNAL = {"postgres": "DB_HOST", "redis": "REDIS_HOST", "kafka": "KAFKA_BOOTSTRAP_SERVERS"}
+
+class StackError(RuntimeError):
+    """The stack cannot start or stopped unexpectedly; the message says what to do."""
 
 
 class Stack:
@@ -47,12 +63,14 @@ class Stack:
         self.servers: list = []
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.env = dict(os.environ)
+        self.stopping = False
 
     def start_servers(self) -> None:
         kinds = {"postgres": EmbeddedPostgres, "redis": EmbeddedRedis, "kafka": EmbeddedKafka}
         for name, kind in kinds.items():
-            if self.env.get(EXTERNAL[name]):
-                print(f"  {name:<9} external ({EXTERNAL[name]}={self.env[EXTERNAL[name]]})")
+            variable = EXTERNAL_VARIABLES[name]
+            if self.env.get(variable):
+                print(f"  {name:<9} external ({variable}={self.env[variable]})")
                 continue
             server = kind(base_dir=self.data_dir / name)
             started = time.monotonic()
@@ -67,20 +85,23 @@ class Stack:
         store = ReadingStore(settings)
         store.migrate()
         store.close()
-        self.write_env_file(settings)
+        # The settings the children got, for local tools (``python -m local.tokens``).
+        write_stack_env(
+            self.data_dir, {name: self.env[name] for name in Settings.names() if self.env.get(name)}
+        )
         return settings
 
-    def write_env_file(self, settings: Settings) -> None:
-        """The settings the children got, for local tools (``python -m local.tokens``); owner-only."""
-        path = self.data_dir / STACK_ENV
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{name}={self.env[name]}" for name in Settings.names() if self.env.get(name)]
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as out:
-            out.write("\n".join(lines) + "\n")
-
     def spawn(self, name: str, module: str, *args: str) -> None:
-        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env)
+        """Start ``python -m module`` as a child in a session of its own: a Ctrl-C in the terminal
+        reaches only this runner, which then stops the children in order. Each child still dies with
+        the runner if the runner is killed."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
         self.children.append((name, process))
 
     def start_service(self, loops: int) -> None:
@@ -106,22 +127,28 @@ class Stack:
                         return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError(f"the shim did not answer {url} within {timeout:.0f}s")
+        raise StackError(f"the shim did not answer {url} within {timeout:.0f}s")
 
     def wait_for_file(self, path: Path, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
             self.check_children()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+                raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(0.2)
 
     def check_children(self) -> None:
+        if self.stopping:
+            return
         for name, process in self.children:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {process.returncode}")
+                raise StackError(f"{name} exited with code {process.returncode}")
 
     def stop(self) -> None:
+        """Stop the children, then the servers, each group at once; a second call does nothing."""
+        if self.stopping:
+            return
+        self.stopping = True
         # A second Ctrl-C (or SIGTERM) while stopping must not abandon the servers half stopped.
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -131,16 +158,50 @@ class Stack:
                 process.terminate()
         for _, process in self.children:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
-        for server in reversed(self.servers):
-            server.stop()
+                process.wait()
+        # The servers have nothing in common to wait for: stop them side by side. Each stop only
+        # signals and waits, so it may run on any thread.
+        if self.servers:
+            with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:
+                list(pool.map(lambda server: server.stop(), self.servers))
         (self.data_dir / STACK_ENV).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def lock_data_dir(data_dir: Path) -> Iterator[IO[str]]:
+    """Hold the data folder's lock while the stack runs; a StackError naming the holder if another
+    runner has it. The kernel releases the lock when this process ends, however it ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise StackError(
+                f"make run is already running here (pid {holder}, data in {data_dir}); stop it with Ctrl-C"
+                " in its terminal, or start another with its own data folder and port"
+                " (--data-dir, and --port or SHIM_PORT)"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield lock
+
+
+def port_taken_message(port: int) -> str:
+    return (
+        f"127.0.0.1:{port} is already in use; choose another port: SHIM_PORT={port + 1} make run"
+        f" (or --port), then make demo-data URL=http://127.0.0.1:{port + 1}"
+    )
+
+
 AUTH_ON = "on: ingest needs a device token (python -m local.tokens register <device_id>)"
-AUTH_OFF = "OFF (local demo: anyone may post readings; start with --auth to require device tokens)"
+AUTH_OFF = "OFF (local demo: anyone may post readings; make run AUTH=1 requires device tokens)"
 
 
 def _interrupt(*_: object) -> None:
@@ -158,13 +219,12 @@ def main() -> None:
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the readings topic")
     parser.add_argument("--consumers", type=int, default=configured_loops(), help=LOOPS_HELP)
-    parser.add_argument(
-        "--data-dir", type=Path, default=ROOT / ".local", help="where embedded servers keep data"
-    )
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where embedded servers keep data")
     parser.add_argument(
         "--auth",
         action="store_true",
-        help="require device tokens on ingest (off in this local demo unless AUTH_ENABLED is set)",
+        help="require device tokens on ingest (make run AUTH=1; off in this local demo unless"
+        " AUTH_ENABLED is set)",
     )
     args = parser.parse_args()
     if args.consumers < 1:
@@ -173,10 +233,30 @@ def main() -> None:
     # Local demo mode: delete-all on and device tokens off, unless the environment says otherwise.
     os.environ.setdefault("DEMO_MODE", "true")
     os.environ.setdefault("AUTH_ENABLED", "true" if args.auth else "false")
+    signal.signal(signal.SIGTERM, _interrupt)
 
     stack = Stack(args.data_dir, args.port, args.workers, args.partitions)
-    signal.signal(signal.SIGTERM, _interrupt)
-    print("Starting the IoT metrics service")
+    try:
+        with lock_data_dir(args.data_dir):
+            # Before anything starts: a second stack on a taken port would split the requests with
+            # the first (the shim's server shares ports), each side with its own database.
+            if port_in_use("127.0.0.1", args.port):
+                raise StackError(port_taken_message(args.port))
+            print("Starting the IoT metrics service")
+            ok = run(stack, args)
+    except KeyboardInterrupt:  # before anything started
+        return
+    except StackError as error:  # nothing was started
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+    if not ok:
+        sys.exit(1)
+
+
+def run(stack: Stack, args: argparse.Namespace) -> bool:
+    """Start everything, wait for Ctrl-C (or SIGTERM) or a child that dies, then stop everything.
+    False when the stack failed (the error is printed)."""
+    ok = True
     try:
         stack.start_servers()
         settings = stack.prepare()
@@ -192,14 +272,17 @@ def main() -> None:
         )
         while True:
             stack.check_children()
-            time.sleep(1)
+            time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\nStopping…")
-    except RuntimeError as error:
-        print(f"\nError: {error}", file=sys.stderr)
+        print("\nStopping…", flush=True)
+    except RuntimeError as error:  # a child that died, or a server that did not start (with its log)
+        print(f"\nError: {error}", file=sys.stderr, flush=True)
+        ok = False
+    finally:
+        started = time.monotonic()
         stack.stop()
-        sys.exit(1)
-    stack.stop()
+        print(f"Stopped in {time.monotonic() - started:.1f}s.", flush=True)
+    return ok
 
 
 if __name__ == "__main__":

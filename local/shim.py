@@ -16,11 +16,15 @@ from types import ModuleType
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from common import runtime
 from common.apig import build_event, error_response, response_body
+from common.errors import MethodNotAllowed, NotFound
+from functions import HTTP_FUNCTIONS, load_function
 
 from .context import LocalContext
+from .embedded import port_in_use
 from .env import env_int
-from .functions import HTTP_FUNCTIONS, load_function
+from .group_commit import GroupCommitProducer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,10 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
         module = load_function(name)
         module.initializer(LocalContext(name))
         functions.append((name, module))
+    # Unlike a FunctionGraph instance, a shim worker serves requests on several threads at once, so
+    # concurrent ingest requests can share Kafka messages.
+    shared = runtime.current()
+    shared.producer = GroupCommitProducer(shared.producer)
 
     app = Flask("iot-shim", static_folder=None)
     app.url_map.strict_slashes = False
@@ -44,20 +52,24 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
         message = "Request body is too large" if error.code == 413 else (error.description or error.name)
         return _http_response(error_response(error.code or 400, message).to_apig())
 
-    def owner(path: str) -> tuple[str, ModuleType, dict[str, str]] | None:
-        """The function whose router has a route for this path, and the path parameters."""
+    def owner(method: str, path: str) -> tuple[str, ModuleType, dict[str, str]] | None:
+        """The function whose router has this path, and the path's parameters. A router that has the
+        path but not the method owns it too: its handler answers the 405 (or the CORS preflight)."""
         for name, module in functions:
-            for route in module.app.routes:
-                match = route.pattern.match(path)
-                if match:
-                    return name, module, match.groupdict()
+            try:
+                _, params = module.app.match(method, path)
+            except MethodNotAllowed:
+                return name, module, {}
+            except NotFound:
+                continue
+            return name, module, params
         return None
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
     @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
     def forward(path: str) -> Response:
         method, url_path = request.method, request.path
-        found = owner(url_path)
+        found = owner(method, url_path)
         if found is None:
             result = error_response(404, f"Not found: {method} {url_path}").to_apig()
         else:
@@ -82,10 +94,8 @@ def _http_response(result: dict) -> Response:
     """The HTTP response for an APIG-shaped one.
 
     Its body goes to the server as the list it is (``direct_passthrough``), not through Werkzeug's
-    encoding iterator: Granian writes a list in one call but steps through an iterator from Rust. In
-    process that is 46 instead of 53 us per Flask request, under Granian 13,100 instead of 11,600
-    requests/s for a Flask app doing nothing else (BENCHMARKS.md, item 17). Werkzeug still sends no
-    body for HEAD, 204 and 304."""
+    encoding iterator: Granian writes a list in one call but steps through an iterator from Rust,
+    which costs every request. Werkzeug still sends no body for HEAD, 204 and 304."""
     return Response(
         response_body(result),
         status=result["statusCode"],
@@ -97,9 +107,8 @@ def _http_response(result: dict) -> Response:
 def _headers(environ: dict) -> dict[str, str]:
     """The request's headers, lower-cased as APIG hands them on, read straight from the WSGI environ.
 
-    Flask's header view builds the same pairs through a case-insensitive multi-dict; read that way,
-    with the body through Flask's stream, the shim's own part was ~15% of a single request's CPU
-    (BENCHMARKS.md, item 14)."""
+    Flask's header view builds the same pairs through a case-insensitive multi-dict, and that, with the
+    body read through Flask's stream, was a sizeable part of a single reading's CPU."""
     headers = {
         key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
     }
@@ -142,9 +151,8 @@ def default_workers() -> int:
 
     The local stack runs PostgreSQL, Kafka, Redis and the consumer on the same machine, so the shim
     leaves them the other half. But one worker is one interpreter lock, so it never uses more than
-    one core: under single-reading load with one worker the 2-core machine stood a third idle. Two
-    workers took 25 - 35% more single-reading requests per second than one, and as many bulk
-    readings (BENCHMARKS.md, item 15).
+    one core: under single-reading load with one worker a 2-core machine stood partly idle, and two
+    workers took clearly more single readings per second than one, and as many bulk readings.
     """
     return max(2, (os.cpu_count() or 2) // 2)
 
@@ -155,11 +163,8 @@ def configured_workers() -> int:
     return env_int("SHIM_WORKERS", default_workers())
 
 
-# Request threads per worker. With 8 clients on two workers, 4 threads served a median 2,822 single
-# readings/s against 2,475 for 8 (higher in 7 of 8 interleaved rounds), with less shim and broker CPU
-# per request; bulk and the mixed soak measured the same (BENCHMARKS.md, item 21). Threads beyond the
-# requests a worker has in hand only add wake-ups; requests beyond its threads wait in Granian, outside
-# Python.
+# Request threads per worker: about as many requests as a worker has in hand under load. Threads
+# beyond those only add wake-ups; requests beyond its threads wait in Granian, outside Python.
 DEFAULT_THREADS = 4
 
 WORKERS_HELP = "worker processes (default: SHIM_WORKERS, else half the CPU cores, at least 2)"
@@ -168,10 +173,15 @@ WORKERS_HELP = "worker processes (default: SHIM_WORKERS, else half the CPU cores
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the shim under Granian, a production HTTP server (Rust) speaking WSGI to Flask.
 
-    Granian parses HTTP outside the GIL and costs about half of gunicorn's CPU per request here,
-    which on two shared cores is the largest single cost of ingest (BENCHMARKS.md)."""
+    Granian parses HTTP outside the GIL and costs about half of gunicorn's CPU per request, and on
+    two shared cores the server is a large part of what ingest costs."""
     from granian.constants import HTTPModes, Interfaces
     from granian.server import Server
+
+    # Granian's workers share their port (SO_REUSEPORT), so a second shim on the same port would
+    # start without a complaint and take half the requests.
+    if port_in_use(host, port):
+        raise SystemExit(f"Error: {host}:{port} is already in use; choose another port (--port, SHIM_PORT)")
 
     server = Server(
         "local.shim:worker_app",

@@ -23,19 +23,17 @@ from common.errors import ApiError
 from common.settings import Settings
 from common.store import ReadingStore
 
-from .functions import ROOT
-from .run import STACK_ENV
+from .env import DATA_DIR, STACK_ENV, read_stack_env
 
 
 def _environment() -> dict[str, str]:
     """The environment, or, when it names no database, the running `make run` stack's settings."""
     if os.environ.get("DB_HOST"):
         return dict(os.environ)
-    stack_env = ROOT / ".local" / STACK_ENV
-    if not stack_env.exists():
+    values = read_stack_env()
+    if values is None:
         return dict(os.environ)
-    print(f"(using the local stack's settings from {stack_env})", file=sys.stderr)
-    values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines() if "=" in line)
+    print(f"(using the local stack's settings from {DATA_DIR / STACK_ENV})", file=sys.stderr)
     return {**values, **os.environ}
 
 

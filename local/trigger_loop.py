@@ -21,27 +21,29 @@ from kafka.errors import CommitFailedError, KafkaError
 
 from common import dms
 from common.settings import Settings
+from functions import load_function
 
 from .context import LocalContext
 from .env import env_int
-from .functions import load_function
 
 log = logging.getLogger("trigger-loop")
+
+# Messages per handler call when TRIGGER_BATCH_SIZE does not say. The DMS trigger allows up to 1,000;
+# locally larger batches mean fewer transactions and fewer fetches of the embedded broker.
+DEFAULT_BATCH_SIZE = 500
 
 # After waiting out a window, how long the fetch of what arrived meanwhile may take.
 DRAIN_MS = 50
 
 # The batch window when TRIGGER_MAX_WAIT_MS does not set one. Each window costs the embedded broker two
-# fetches, and each of those lists every batch the topic holds; under sustained mixed load 300 ms took
-# 17,800 - 18,100 readings/s over two minutes where 100 ms took 13,300 - 14,300 (BENCHMARKS.md, item
-# 18). A reading is stored within about a window of being queued.
+# fetches, and each of those lists every batch the topic holds, so a longer window leaves the broker
+# more CPU for everything else under sustained load. A reading is stored within about a window of
+# being queued.
 DEFAULT_MAX_WAIT_MS = 300
 
 # Trigger loops the local stack runs side by side in one consumer group (TRIGGER_LOOPS overrides), as
-# the DMS trigger invokes the consumer for different partitions at once. On two cores, two loops
-# stored 200,000 bulk readings end to end 9 - 21% faster than one in six of seven interleaved pairs,
-# and caught up on a backlog 1.7 times as fast: one loop decodes while the other waits for PostgreSQL
-# (BENCHMARKS.md, item 19).
+# the DMS trigger invokes the consumer for different partitions at once. Even on two cores two loops
+# store faster than one: one decodes while the other waits for PostgreSQL.
 DEFAULT_TRIGGER_LOOPS = 2
 LOOPS_HELP = (
     f"trigger loop processes in one consumer group (default: TRIGGER_LOOPS, else {DEFAULT_TRIGGER_LOOPS})"
@@ -78,7 +80,7 @@ class TriggerLoop:
         handler: Handler,
         *,
         group_id: str = "iot-consumer",
-        batch_size: int = 100,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_wait_ms: int = DEFAULT_MAX_WAIT_MS,
         max_backoff_s: float = 10.0,
         ready_file: Path | None = None,
@@ -117,7 +119,7 @@ class TriggerLoop:
         grow. One that has caught up waits the window out rather than polling through it: the
         embedded broker (tansu's in-memory store) lists every batch a partition holds on each fetch
         that finds data, so fetching as fast as records trickle in made it work harder the longer the
-        stack ran; two fetches a window instead of dozens halved its CPU under load (BENCHMARKS.md).
+        stack ran; two fetches a window instead of dozens left it far less to do under load.
         The window is the local loop's own: the DMS trigger documents a batch size, not a window."""
         batch: dict[TopicPartition, list] = {}
         count = self._add(batch, consumer.poll(timeout_ms=500, max_records=self.batch_size))
@@ -199,7 +201,7 @@ def main() -> None:
         description="Invoke the consumer function from Kafka, as the DMS trigger does."
     )
     parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID") or "iot-consumer")
-    parser.add_argument("--batch-size", type=int, default=env_int("TRIGGER_BATCH_SIZE", 500))
+    parser.add_argument("--batch-size", type=int, default=env_int("TRIGGER_BATCH_SIZE", DEFAULT_BATCH_SIZE))
     parser.add_argument(
         "--max-wait-ms", type=int, default=env_int("TRIGGER_MAX_WAIT_MS", DEFAULT_MAX_WAIT_MS)
     )

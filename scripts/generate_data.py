@@ -393,11 +393,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         print(f"error: the service stopped taking readings: {failure}", file=err)
         if "401" in str(failure) or "403" in str(failure):
             print(
-                "The service requires an access token that may send for these devices: pass --token (or\n"
-                "IOT_TOKEN, or make demo-data TOKEN=...) with an admin token, or a gateway token listing them:\n"
-                "  docker compose exec shim python -m local.tokens admin demo     # the compose stack\n"
+                "The service requires an access token that may send for these devices: an admin token, or a\n"
+                "gateway token listing them. Create one and pass it as TOKEN= to make (--token or IOT_TOKEN here):\n"
+                "  .venv/bin/python -m local.tokens admin demo    # make run AUTH=1 (it finds the running stack)\n"
+                "  docker compose exec -T shim python -m local.tokens admin demo    # the compose stack\n"
                 "  python -m local.tokens admin demo    # elsewhere, with DB_* naming the service's PostgreSQL\n"
-                "On your own machine only, you can run the service with auth off instead (AUTH_ENABLED=false).",
+                "then: make demo-data TOKEN=<the token> URL=<the service's URL>",
                 file=err,
             )
         return EXIT_UNREACHABLE

@@ -25,7 +25,8 @@ import pytest
 from common import runtime as runtime_module
 from common.runtime import Runtime
 from common.settings import Settings
-from local.embedded import create_topics, free_port
+from local.embedded import free_port
+from local.topics import create_topics
 
 from . import servers
 

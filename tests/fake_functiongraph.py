@@ -1,6 +1,6 @@
 """A local fake of the FunctionGraph v2 API, the way moto fakes AWS: an HTTP server in a thread.
 
-It implements the endpoints the deploy command calls (shared/reference/functiongraph.md section 4)
+It implements the endpoints the deploy command calls (docs/functiongraph.md, section 4)
 and checks every request the way the real service would:
 
 * the path (``/v2/{project_id}/fgs/...``), the project id header and the function URN format;

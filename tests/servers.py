@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from local.embedded import EXTERNAL_VARIABLES
+
 log = logging.getLogger(__name__)
 
-# Server name -> the variable that, when set, names an external server.
-SERVERS: dict[str, str] = {"postgres": "DB_HOST", "redis": "REDIS_HOST", "kafka": "KAFKA_BOOTSTRAP_SERVERS"}
+# Server name -> the variable that, when set, names an external server (the local runner's map).
+SERVERS: dict[str, str] = EXTERNAL_VARIABLES
 SWITCH = "TEST_SERVERS"
 SWITCH_VALUES = ("auto", "containers", "embedded")
 

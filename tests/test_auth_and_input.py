@@ -158,8 +158,8 @@ def test_revoked_tokens_stop_working(secured, tmp_path_factory):
 def test_delete_all_is_off_outside_demo_mode(service_env, settings):
     from common import runtime as runtime_module
     from common.apig import build_event
+    from functions import load_function
     from local.context import LocalContext
-    from local.functions import load_function
 
     runtime_module.initialize(settings=settings.__class__(**{**settings.__dict__, "demo_mode": False}))
     try:
@@ -181,8 +181,11 @@ HOSTILE = [
     (b'{"device_id": "dev*", "metric_type": "power", "value": 1}', 400, "device_id may contain only"),
     (b'{"device_id": "dev", "metric_type": "power\' OR 1=1", "value": 1}', 400, "Unknown metric_type"),
     (b'{"device_id": "dev", "metric_type": "power", "value": 1, "value": 2}', 400, "more than once"),
-    (b'{"device_id": "dev", "metric_type": "power", "value": 1, "meta": {"a": [1, 2]}}', 400, "plain value"),
-    (b'{"device_id": "dev", "metric_type": "power", "value": "1e999"}', 400, "finite"),
+    (b'{"device_id": "dev", "metric_type": "power", "value": {"a": [1, 2]}}', 400, "plain value"),
+    (b'{"device_id": "dev", "metric_type": "power", "value": 1e999}', 400, "finite"),
+    (b'{"device_id": "dev", "metric_type": "power", "value": "1.5"}', 400, "not the text '1.5'"),
+    (b'{"device_id": "dev", "metric_type": "power", "value": 1, "unit": "W"}', 400, "'unit' is not a field"),
+    (b'{"device_id": "dev", "metric_type": "Power", "value": 1}', 400, "use 'power'"),
     (
         b'{"device_id": "dev", "metric_type": "power", "value": 1, "timestamp": "9999-01-01T00:00:00"}',
         400,

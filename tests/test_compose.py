@@ -304,7 +304,7 @@ def test_kafka_is_one_kraft_node_that_other_containers_reach_as_kafka_9092():
 
 def test_the_topic_exists_before_the_trigger_loop_subscribes():
     init = command(SERVICES["init"])
-    assert init[:2] == ["python", "scripts/compose_init.py"]
+    assert init[:3] == ["python", "-m", "local.compose_init"]
     assert "--partitions" in init
     assert SERVICES["trigger-loop"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
 
@@ -414,20 +414,19 @@ PROBE = textwrap.dedent(
     import importlib.metadata, importlib.util, json, sys
     from pathlib import Path
 
-    from local.functions import load_function
+    from functions import load_function
     from local.shim import create_app
     import local.trigger_loop
 
     create_app()  # loads and initialises every HTTP function, as each Granian worker does
     load_function("consumer")
-    for name in ("compose_init", "generate_data"):
-        spec = importlib.util.spec_from_file_location(name, f"scripts/{name}.py")
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    import local.compose_init
+    spec = importlib.util.spec_from_file_location("generate_data", "scripts/generate_data.py")
+    sys.modules["generate_data"] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
 
     import common, local
-    ours = {"common", "local", "functions_ingest_index", "functions_query_index",
-            "functions_dashboard_index", "functions_consumer_index", "compose_init", "generate_data", "__main__",
+    ours = {"common", "local", "functions", "generate_data", "__main__",
             "cython_runtime"}  # Cython's pseudo-module, no distribution of its own
     # Private top-level names (_distutils_hack, _cffi_backend, ...) come with the interpreter's
     # start-up or with a package already counted; what our code imports has a public name.
@@ -500,7 +499,7 @@ def test_init_creates_the_topic_and_migrates_then_exits(service_env):
     env = {**os.environ, **service_env, "KAFKA_TOPIC": topic, "PYTHONPATH": str(ROOT)}
     for _ in range(2):  # idempotent: `docker compose up` runs it every time
         result = subprocess.run(
-            [sys.executable, "scripts/compose_init.py", "--partitions", "3"],
+            [sys.executable, "-m", "local.compose_init", "--partitions", "3"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
@@ -517,7 +516,7 @@ def test_init_gives_up_with_a_clear_message_when_kafka_never_answers():
 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "scripts/compose_init.py", "--wait", "1"],
+        [sys.executable, "-m", "local.compose_init", "--wait", "1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1

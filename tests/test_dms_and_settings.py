@@ -32,6 +32,14 @@ def test_instance_id_inside_each_record():
     assert list(iter_messages({})) == []
 
 
+def test_the_flat_shape_of_older_templates_is_read_too():
+    event = {"trigger_type": "KAFKA", "instance_id": "inst-2", "topic_id": "t", "messages": ["x", "y"]}
+    assert [(m.topic, m.instance_id, m.value) for m in iter_messages(event)] == [
+        ("t", "inst-2", "x"),
+        ("t", "inst-2", "y"),
+    ]
+
+
 def test_built_events_have_the_cloud_shape():
     event = build_event({"t": [b'{"a":1}', b"\xff\xfe"]})
     assert event["trigger_type"] == "KAFKA" and event["event_version"] == "v1.0"

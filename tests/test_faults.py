@@ -21,7 +21,8 @@ from kafka import KafkaProducer
 
 from common.settings import Settings
 from common.store import conninfo
-from local.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, create_topics
+from local.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis
+from local.topics import create_topics
 
 from .conftest import LocalService, wait_for
 from .test_service import http
@@ -261,7 +262,7 @@ def test_poison_messages_are_kept_and_do_not_block_their_batch(own):
         ).encode(),
         b"\xff\xfe binary \x00 junk",
         b'{"device_id": "nul\x00inside", "metric_type": "power"}',  # UTF-8 with a NUL: PostgreSQL text cannot hold it
-        json.dumps({"readings": [good[1], {**good[2], "value": "NaN"}]}).encode(),
+        json.dumps({"readings": [good[1], {**good[2], "value": float("nan")}]}).encode(),
         json.dumps(good[2]).encode(),
     ]
     for value in values:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from common.readings import _DEVICE_ID, MAX_BULK_READINGS, MetricType
-from local.embedded import create_topics, free_port
+from local.embedded import free_port
+from local.topics import create_topics
 
 from .conftest import ROOT, wait_for
 
@@ -334,6 +335,9 @@ def test_the_token_goes_in_the_authorization_header(service_env, tmp_path: Path)
         refused = generate("2", "3", "2", "--url", url, "--device-prefix", prefix, "--quiet")
         assert refused.returncode == 3
         assert "HTTP 401" in refused.stderr and "--token" in refused.stderr
+        # The hint names the command that works for `make run AUTH=1`, and how make takes the token.
+        assert ".venv/bin/python -m local.tokens admin demo" in refused.stderr
+        assert "make demo-data TOKEN=" in refused.stderr and "URL=" in refused.stderr
         accepted = generate("2", "3", "2", "--url", url, "--device-prefix", prefix, "--token", token)
         assert accepted.returncode == 0, accepted.stderr
         assert "12 accepted, 0 rejected" in accepted.stdout

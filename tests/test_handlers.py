@@ -17,8 +17,8 @@ from common import runtime as runtime_module
 from common.errors import ServiceUnavailable
 from common.readings import MetricType, Reading, encode_message
 from common.settings import Settings
+from functions import load_function
 from local.context import LocalContext
-from local.functions import load_function
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from schemathesis.checks import (
 )
 
 from common.query import OPENAPI_PATH
-from local.functions import load_function
+from functions import load_function
 
 from .test_service import http
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 
@@ -36,7 +39,9 @@ def test_the_stack_runs_two_trigger_loops_in_one_group_and_stores_what_it_accept
     run = subprocess.Popen(
         [sys.executable, "-m", "local.run", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )  # fmt: skip
+    stopped_in = None
     try:
         wait_for(lambda: b"Ready." in (tmp_path / "run.log").read_bytes() or run.poll() is not None, 90, 0.3)
         assert run.poll() is None, (tmp_path / "run.log").read_text()
@@ -67,13 +72,53 @@ def test_the_stack_runs_two_trigger_loops_in_one_group_and_stores_what_it_accept
 
         wait_for(stored, timeout=30, interval=0.2)
     finally:
-        run.send_signal(signal.SIGTERM)
+        # Ctrl-C in a terminal: SIGINT to every process of the foreground group at once.
+        started = time.monotonic()
+        os.killpg(run.pid, signal.SIGINT)
         try:
             run.wait(timeout=30)
+            stopped_in = time.monotonic() - started
         except subprocess.TimeoutExpired:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)
         log.close()
-    assert run.returncode == 0, (tmp_path / "run.log").read_text()
+    output = (tmp_path / "run.log").read_text()
+    assert run.returncode == 0, output
+    assert "Stopped in" in output and "Error" not in output, output
+    assert stopped_in is not None and stopped_in < 5, f"stopping took {stopped_in:.1f}s"
+
+
+def _run(port: int, data_dir, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "local.run", "--data-dir", str(data_dir), "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
+    port = free_port()
+    with socket.socket() as holder:
+        # As the shim's server binds: a port shared this way would otherwise be shared again.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = _run(port, tmp_path / "data")
+    assert result.returncode == 1
+    assert f"Error: 127.0.0.1:{port} is already in use; choose another port: SHIM_PORT=" in result.stderr
+    assert "Starting" not in result.stdout
+    assert not (tmp_path / "data" / "postgres").exists()  # no server was started
+
+
+def test_a_second_runner_on_the_same_data_folder_says_who_runs_there(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "run.lock", "w") as held:  # as a running `make run` holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        result = _run(free_port(), data)
+    assert result.returncode == 1
+    assert "make run is already running here (pid 4242" in result.stderr
+    assert not (data / "postgres").exists()
 
 
 def test_the_stack_refuses_no_trigger_loops(tmp_path):

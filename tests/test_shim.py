@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from local.embedded import free_port
-from local.functions import ROOT
+from local.env import ROOT
 
 
 def _listening(port: int) -> bool:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
+from common.cache import CacheUnavailable
 from common.errors import ServiceUnavailable
 from common.query import latest_values
 from common.readings import MetricType, Reading
@@ -192,8 +193,10 @@ def test_latest_values_come_from_postgres_when_redis_is_down(runtime: Runtime, s
     assert [v.value for v in latest_values(down, "dev-1")] == [5.0]
     # a write to a dead Redis is not an error for the consumer; it marks the cache for rebuild
     assert down.cache.put_readings([r(value=6, minutes=6)]) == 0
-    with pytest.raises(redis.RedisError):
+    # the cache reports its own error, not redis-py's: callers need not know the client library
+    with pytest.raises(CacheUnavailable, match="Redis does not answer") as caught:
         down.cache.ping()
+    assert isinstance(caught.value.__cause__, redis.RedisError)
 
 
 def test_a_dead_database_is_a_quick_503(settings: Settings):

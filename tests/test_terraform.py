@@ -19,8 +19,9 @@ import pytest
 from common.settings import Settings
 from deploy import package
 from deploy.routes import app_routes, terraform_block
-from deploy.tfconfig import TERRAFORM_DIR, expression, first, load, string_arguments
-from local.functions import load_function
+from functions import load_function
+
+from .terraform_config import TERRAFORM_DIR, expression, first, load, string_arguments
 
 SECRET_NAME = re.compile(
     r"(^|_)(PASSWORD|PASSPHRASE|SECRET|TOKEN|PRIVATE_KEY|API_KEY|ACCESS_KEY|SECRET_KEY)(_|$)"

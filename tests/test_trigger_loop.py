@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from common.settings import Settings
-from local.embedded import create_topics
+from local.topics import create_topics
 from local.trigger_loop import TriggerLoop
 
 from .conftest import ROOT

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """One-shot set-up for `docker compose`: create the readings topic, migrate the schema, exit 0.
 
 The trigger loop and the shim start only after this has succeeded (depends_on
@@ -6,7 +5,7 @@ service_completed_successfully), so the consumer group never subscribes to a top
 exist yet. Both steps are idempotent; while Kafka or PostgreSQL are still starting it retries for
 up to ``--wait`` seconds.
 
-    python scripts/compose_init.py --partitions 4
+    python -m local.compose_init --partitions 4
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from collections.abc import Callable
 
 from common.settings import Settings
 from common.store import ReadingStore
-from local.embedded import create_topics
+
+from .topics import create_topics
 
 
 def retry(what: str, action: Callable[[], object], deadline: float) -> object:

@@ -1,8 +1,7 @@
 """Read ``infra/terraform/*.tf`` with python-hcl2, without Terraform or a provider download.
 
-Only parsing: expressions stay as text (``"${var.x}"``), literals become Python values. Used by the
-tests that cross-check the Terraform with the code, and by anyone who wants to look at the stack
-from Python. python-hcl2 is a development dependency.
+Only parsing: expressions stay as text (``"${var.x}"``), literals become Python values, for the
+tests that cross-check the Terraform with the code. python-hcl2 is a development dependency.
 """
 
 from __future__ import annotations
