@@ -36,11 +36,20 @@ DAY = 24 * 3600
 STEP = 300  # seconds between demo readings
 
 
-def launch_browser(playwright):
-    """Headless Debian chromium (never a downloaded browser build)."""
+def launch_browser(playwright, *, scrollbars: bool = False):
+    """Headless Debian chromium (never a downloaded browser build).
+
+    Playwright hides scroll bars in headless chromium; ``scrollbars=True`` keeps them, taking room
+    in the layout as they do on a desktop (the browser tests want that; the screenshots do not).
+    """
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is missing: run scripts/ensure-chromium.sh (or set CHROMIUM_PATH)")
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        headless=True,
+        ignore_default_args=["--hide-scrollbars"] if scrollbars else None,
+    )
 
 
 # device -> (seconds since its last reading, {metric: (base, daily swing, noise, decimals)})
@@ -179,11 +188,11 @@ def take_screenshots(base_url: str, out_dir: Path, device: str = "rooftop-weathe
 def private_stack(data_dir: Path):
     """The service on its own embedded servers (whatever the environment names), with auth off."""
     sys.path.insert(0, str(ROOT))
-    from local.embedded import free_port
+    from local.embedded import EXTERNAL_VARIABLES, free_port
     from local.run import Stack
 
     stack = Stack(data_dir, free_port(), workers=1, partitions=2)
-    for name in ("DB_HOST", "REDIS_HOST", "KAFKA_BOOTSTRAP_SERVERS"):
+    for name in EXTERNAL_VARIABLES.values():
         stack.env.pop(name, None)
     stack.env.update(
         KAFKA_TOPIC="dashboard-demo",

@@ -11,10 +11,12 @@ import hashlib
 import importlib.util
 import json
 import re
+import sys
 import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from local.embedded import free_port
 
@@ -36,12 +38,14 @@ def _script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"_dashboard_{name}", ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
     spec.loader.exec_module(module)
     return module
 
 
 launch_browser = _script("dashboard_screenshots").launch_browser  # Debian's chromium, fixed flags
 build = _script("dashboard_site").build  # the files laid out as they are uploaded to OBS
+generate_data = _script("generate_data")  # what `make demo-data` sends
 
 ARTIFACTS = ROOT / "test-artifacts"
 STATIC = ROOT / "functions" / "dashboard" / "static"
@@ -80,7 +84,9 @@ def shown(value: float, metric: str) -> str:
 
 
 def post_readings(service, readings: list[dict]) -> None:
-    assert api(service, "/api/device/data/bulk", {"readings": readings})["processed_count"] == len(readings)
+    for start in range(0, len(readings), 100):  # the API's limit per bulk request
+        chunk = readings[start : start + 100]
+        assert api(service, "/api/device/data/bulk", {"readings": chunk})["processed_count"] == len(chunk)
 
 
 def wait_stored(service, readings: list[dict]) -> None:
@@ -169,6 +175,71 @@ def no_horizontal_overflow(page: Page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
+def x_range(page: Page, metric: str) -> tuple[float, float]:
+    return tuple(
+        page.evaluate(
+            "m => [IotDashboard.charts[m].scales.x.min, IotDashboard.charts[m].scales.x.max]", metric
+        )
+    )
+
+
+@contextmanager
+def desktop_page(browser: Browser, width: int, height: int = 900, **options) -> Iterator[Page]:
+    """A page in a context of its own, ``width`` px wide; fails on JavaScript errors, as ``page`` does."""
+    options = {"locale": "en-US", "timezone_id": "UTC", **options}
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# Every piece of text drawn on a canvas (uPlot draws its axes so), with its extent in canvas pixels;
+# a canvas's list starts again when uPlot clears the canvas to redraw it.
+RECORD_CANVAS_TEXT_JS = """
+window.__canvasText = new Map();
+const proto = CanvasRenderingContext2D.prototype;
+const clearRect = proto.clearRect, fillText = proto.fillText;
+proto.clearRect = function (x, y, w, h) {
+  if (x === 0 && y === 0 && w === this.canvas.width && h === this.canvas.height) window.__canvasText.set(this.canvas, []);
+  return clearRect.call(this, x, y, w, h);
+};
+proto.fillText = function (text, x, y, ...rest) {
+  const m = this.getTransform();
+  const width = this.measureText(text).width * m.a;
+  const at = m.a * x + m.e;
+  const align = this.textAlign;
+  const left = align === "center" ? at - width / 2 : align === "right" || align === "end" ? at - width : at;
+  const list = window.__canvasText.get(this.canvas) || [];
+  list.push({ text: String(text), left, right: left + width, y: m.d * y + m.f });
+  window.__canvasText.set(this.canvas, list);
+  return fillText.call(this, text, x, y, ...rest);
+};
+"""
+
+# The x axis's labels as drawn: one list per line of labels (top line first), each left to right.
+X_LABELS_JS = """
+m => {
+  const u = IotDashboard.charts[m];
+  const below = u.bbox.top + u.bbox.height;
+  const lines = new Map();
+  for (const label of window.__canvasText.get(u.ctx.canvas) || []) {
+    if (label.y <= below) continue; // the y axis's labels
+    const key = Math.round(label.y);
+    if (!lines.has(key)) lines.set(key, []);
+    lines.get(key).push(label);
+  }
+  const ordered = Array.from(lines.keys()).sort((a, b) => a - b).map(k => lines.get(k).sort((a, b) => a.left - b.left));
+  return { width: u.ctx.canvas.width, lines: ordered };
+}
+"""
+
+
 class QuietStaticHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -183,11 +254,25 @@ def serve_directory(folder: Path) -> tuple[ThreadingHTTPServer, str]:
 
 # ---- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = launch_browser(playwright)
-        yield launched
-        launched.close()
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright) -> Iterator[Browser]:
+    launched = launch_browser(playwright)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def scrollbar_browser(playwright) -> Iterator[Browser]:
+    """Chromium whose scroll bars take room in the layout, as on a desktop (full-page screenshots of its
+    pages lose a scroll bar's width at the right, so the other tests use ``browser``)."""
+    launched = launch_browser(playwright, scrollbars=True)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture
@@ -244,6 +329,24 @@ def fleet(service) -> dict:
     post_readings(service, readings)
     wait_stored(service, readings)
     return {"names": names, "readings": readings, "prefix": f"ui-{run}-"}
+
+
+@pytest.fixture(scope="module")
+def demo_device(service) -> dict:
+    """One device with what `make demo-data` sends it: six metrics, a reading a minute, the last hour."""
+    device = f"demo-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    simulated = generate_data.Device(device, generate_data.DEFAULT_RANGES)
+    readings = list(generate_data.readings([simulated], 6, 60, 60.0, now))
+    assert {r["metric_type"] for r in readings} == set(UNITS)
+    post_readings(service, readings)
+    wait_for(
+        lambda: len(api(service, f"/api/device/{device}/history?limit=1000")["data"]) == len(readings),
+        timeout=30,
+        interval=0.2,
+    )
+    times = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in readings]
+    return {"id": device, "readings": readings, "oldest": min(times), "newest": max(times)}
 
 
 # ---- tests ---------------------------------------------------------------------------------------
@@ -484,7 +587,7 @@ def test_loading_empty_error_and_unknown_device_states_say_what_is_going_on(serv
     pump_until(page, lambda: held)
     held[0].fulfill(json={"devices": []})
     expect(page.locator("#empty")).to_be_visible()
-    expect(page.locator("#empty")).to_contain_text("No device has reported yet")
+    expect(page.locator("#empty")).to_contain_text("No devices yet")
     expect(page.locator("#empty")).to_contain_text(f"{service.url}/api/device/data")
     expect(page.locator("#loading")).to_be_hidden()
     page.unroute("**/api/devices")
@@ -514,6 +617,188 @@ def test_loading_empty_error_and_unknown_device_states_say_what_is_going_on(serv
         expect(page.locator("#error-banner")).to_contain_text(f"Cannot load data from {dead}")
         expect(page.locator("#no-data")).to_be_visible()
         expect(page.locator("#loading")).to_be_hidden()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def six_metric_device(service) -> dict:
+    """A device reporting all six metrics with three decimals (the most the page shows), each minute."""
+    device = f"six-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    bases = {"temperature": 21.125, "humidity": 45.375, "pressure": 1013.125}
+    bases |= {"voltage": 231.625, "current": 9.875, "power": 2284.125}
+    readings = [
+        {
+            "device_id": device,
+            "metric_type": metric,
+            "value": round(base + 0.111 * minute, 3),
+            "timestamp": iso(now - timedelta(minutes=minute)),
+        }
+        for minute in range(12)
+        for metric, base in bases.items()
+    ]
+    post_readings(service, readings)
+    wait_stored(service, readings)
+    return {"id": device, "readings": readings}
+
+
+@pytest.mark.parametrize("width", [1360, 1600])
+def test_recent_readings_show_whole_values_beside_the_scroll_bar(
+    service, six_metric_device, scrollbar_browser, width
+):
+    """Six metrics fill the table; its scroll bar must not hide the right-aligned values."""
+    device, readings = six_metric_device["id"], six_metric_device["readings"]
+    with desktop_page(scrollbar_browser, width) as page:
+        page.goto(f"{service.url}/device.html?id={device}")
+        expect(page.locator("#history tbody tr")).to_have_count(50)
+        for metric in UNITS:  # the newest readings, one per metric, come first
+            row = page.locator(f'#history tbody tr[data-metric="{metric}"]').first
+            expect(row.locator("td.num")).to_have_text(shown(series(readings, device, metric)[-1][1], metric))
+        layout = page.evaluate(
+            """() => {
+              const wrap = document.querySelector('.readings-wrap');
+              const box = wrap.getBoundingClientRect();
+              const visibleRight = box.left + wrap.clientLeft + wrap.clientWidth;
+              const cells = Array.from(document.querySelectorAll('#history td.num, #history th.num'));
+              const textRight = cell => { const r = document.createRange(); r.selectNodeContents(cell);
+                                          return r.getBoundingClientRect().right; };
+              return {
+                scrollbar: wrap.offsetWidth - wrap.clientWidth - wrap.clientLeft * 2,
+                scrolls: wrap.scrollHeight > wrap.clientHeight,
+                hiddenWidth: wrap.scrollWidth - wrap.clientWidth,
+                cut: cells.filter(c => textRight(c) > visibleRight + 0.5).map(c => c.textContent),
+                // The latest-value cards above: each value inside its card's border.
+                spilt: Array.from(document.querySelectorAll('.latest-card'))
+                  .filter(card => textRight(card.querySelector('.latest-value')) > card.getBoundingClientRect().right - 1)
+                  .map(card => card.querySelector('.latest-value').textContent),
+              };
+            }"""
+        )
+        assert layout["scrolls"] and layout["scrollbar"] > 0, f"the test needs a visible scroll bar: {layout}"
+        assert layout["cut"] == [], f"values cut off at {width} px: {layout}"
+        assert layout["hiddenWidth"] <= 0, f"the table is wider than its visible area: {layout}"
+        assert layout["spilt"] == [], f"latest values wider than their cards at {width} px: {layout}"
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-readings-{width}.png"))
+
+
+def test_device_page_opens_on_the_window_that_holds_its_readings(service, demo_device, fleet, page):
+    # An hour of readings (`make demo-data`): "last hour", and the lines fill the charts' width.
+    page.goto(f"{service.url}/device.html?id={demo_device['id']}")
+    wait_chart_points(page, "power", 60)
+    expect(page.get_by_role("button", name="Last hour")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="Last day")).to_have_attribute("aria-pressed", "false")
+    oldest, newest = demo_device["oldest"], demo_device["newest"]
+    for metric in UNITS:
+        low, high = x_range(page, metric)
+        assert high - low == pytest.approx(3600, abs=1)
+        assert low <= oldest and newest <= high, f"{metric}: the data is not all inside the chart"
+        assert (newest - oldest) / (high - low) >= 0.8, f"{metric}: the data is squeezed into a corner"
+    assert_chart_drawn(page, "temperature")
+    assert "window=" not in page.url
+    page.screenshot(path=str(ARTIFACTS / "dashboard-device-auto-window.png"), full_page=True)
+
+    # A window the user picks wins, and is kept in the URL: a reload opens on it again.
+    page.get_by_role("button", name="Last week").click()
+    assert "window=week" in page.url
+    page.reload()
+    wait_chart_points(page, "power", 60)
+    expect(page.get_by_role("button", name="Last week")).to_have_attribute("aria-pressed", "true")
+    low, high = x_range(page, "power")
+    assert high - low == pytest.approx(7 * 86400, abs=1)
+
+    # One reading two hours old: "last day" (the last hour would be empty).
+    page.goto(f"{service.url}/device.html?id={fleet['names']['offline']}")
+    wait_chart_points(page, "humidity", 1)
+    expect(page.get_by_role("button", name="Last day")).to_have_attribute("aria-pressed", "true")
+    low, high = x_range(page, "humidity")
+    assert high - low == pytest.approx(86400, abs=1)
+    assert low <= chart_data(page, "humidity")[0][0] <= high
+
+
+# Eight days of hourly readings up to a minute before a fixed moment just after midnight, seen at that
+# moment: the x axis's first tick carries the year ("22 Nov 2025"), and the next may carry the date.
+AXIS_NOW = datetime(2025, 11, 29, 0, 0, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("width", [1280, 1360])
+def test_time_axis_labels_are_whole_and_do_not_run_into_each_other(service, browser, width):
+    device = f"axis-{uuid.uuid4().hex[:6]}"
+    readings = [
+        {
+            "device_id": device,
+            "metric_type": "pressure",
+            "value": 1010 + hour % 7,
+            "timestamp": iso(AXIS_NOW - timedelta(hours=hour, minutes=1)),
+        }
+        for hour in range(8 * 24)
+    ]
+    post_readings(service, readings)
+    wait_stored(service, readings)
+    with desktop_page(browser, width, locale="en-GB") as page:
+        page.clock.set_fixed_time(AXIS_NOW)
+        page.add_init_script(RECORD_CANVAS_TEXT_JS)
+        page.goto(f"{service.url}/device.html?id={device}&window=week")
+        for window, points in (("week", 7 * 24), ("day", 24), ("hour", 1)):
+            page.get_by_role("button", name=f"Last {window}").click()
+            wait_chart_points(page, "pressure", points)
+            axis = page.evaluate(X_LABELS_JS, "pressure")
+            labels = [label for line in axis["lines"] for label in line]
+            texts = [label["text"] for label in labels]
+            # Whole labels only: times, days ("29 Nov", the first with its year) and years.
+            assert all(
+                re.fullmatch(r"\d\d:\d\d|\d{1,2} [A-Z][a-z]{2}( \d{4})?|\d{4}", text) for text in texts
+            ), texts
+            assert "29 Nov" in texts and any("2025" in text for text in texts), texts
+            for line in axis["lines"]:
+                assert line[0]["left"] >= 0 and line[-1]["right"] <= axis["width"], (
+                    f"{window}: a label is cut: {line}"
+                )
+                for before, after in zip(line, line[1:], strict=False):
+                    gap = after["left"] - before["right"]
+                    assert gap >= 6, (
+                        f"{window}: {before['text']!r} runs into {after['text']!r} ({gap:.1f} px apart)"
+                    )
+            if window == "week":
+                page.locator('.chart-card[data-metric="pressure"]').screenshot(
+                    path=str(ARTIFACTS / f"dashboard-axis-{width}.png")
+                )
+
+
+def test_empty_dashboard_says_how_to_get_data(service, page, tmp_path):
+    cors = {"Access-Control-Allow-Origin": "*"}
+
+    def no_devices(route):
+        route.fulfill(json={"devices": []}, headers=cors)
+
+    page.route("**/api/devices", no_devices)
+    # From the service itself: the command sends to this API (`make demo-data` alone would use :8080).
+    page.goto(service.url + "/")
+    empty = page.locator("#empty")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("No devices yet.")
+    expect(empty).to_contain_text(f"Send readings to POST {service.url}/api/device/data")
+    expect(page.locator("#demo-command")).to_have_text(f"make demo-data URL={service.url}")
+    expect(empty).to_contain_text("to fill the dashboard with an hour of sample readings")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-empty.png"))
+
+    # From a static website (OBS) calling the API elsewhere: that API's URL, never the page's.
+    site = tmp_path / "site"
+    build(site, api_base=service.url)
+    server, static_url = serve_directory(site)
+    try:
+        page.goto(static_url + "/")
+        expect(page.locator("#demo-command")).to_have_text(f"make demo-data URL={service.url}")
+        expect(page.locator("#ingest-url")).to_have_text(f"{service.url}/api/device/data")
+
+        # The API at `make run`'s address (answered here, whatever listens there): plain `make demo-data`.
+        local = "http://127.0.0.1:8080"
+        page.route(local + "/api/stats", lambda route: route.fulfill(status=404, json={}, headers=cors))
+        build(site, api_base=local)
+        page.goto(static_url + "/")
+        expect(page.locator("#demo-command")).to_have_text("make demo-data")
+        expect(page.locator("#ingest-url")).to_have_text(f"{local}/api/device/data")
     finally:
         server.shutdown()
         server.server_close()

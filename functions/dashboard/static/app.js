@@ -11,7 +11,7 @@
     offlineAfterSeconds: 3600,
     historyLimit: 1000,
     recentReadings: 50,
-    defaultWindow: "day",
+    defaultWindow: "auto",
   };
 
   function positive(value, fallback, min, max) {
@@ -28,7 +28,7 @@
     offlineAfterSeconds: positive(given.offlineAfterSeconds, DEFAULTS.offlineAfterSeconds, 1, 1e9),
     historyLimit: Math.round(positive(given.historyLimit, DEFAULTS.historyLimit, 1, 1000)),
     recentReadings: Math.round(positive(given.recentReadings, DEFAULTS.recentReadings, 1, 1000)),
-    defaultWindow: ["hour", "day", "week"].includes(given.defaultWindow) ? given.defaultWindow : DEFAULTS.defaultWindow,
+    defaultWindow: ["auto", "hour", "day", "week"].includes(given.defaultWindow) ? given.defaultWindow : DEFAULTS.defaultWindow,
   };
   if (config.offlineAfterSeconds < config.staleAfterSeconds) config.offlineAfterSeconds = config.staleAfterSeconds;
 

@@ -11,5 +11,7 @@ window.IOT_CONFIG = {
   offlineAfterSeconds: 3600, // silent longer than this: marked "Offline"
   historyLimit: 1000, // readings per metric fetched for the charts (the API's maximum is 1000)
   recentReadings: 50, // rows in the device page's table of recent readings
-  defaultWindow: "day", // the device page's initial chart window: "hour", "day" or "week"
+  // The device page's initial chart window: "hour", "day", "week", or "auto": the shortest of the three
+  // that shows (at least 80 % of) the device's readings. A window picked on the page wins (?window=).
+  defaultWindow: "auto",
 };

@@ -10,6 +10,9 @@
 
   const WINDOWS = { hour: 3600, day: 86400, week: 7 * 86400 };
   const WINDOW_TEXT = { hour: "the last hour", day: "the last day", week: "the last week" };
+  // defaultWindow "auto": the shortest window that shows at least this share of the device's history,
+  // measured in time from its oldest loaded reading to its newest.
+  const AUTO_SHARE = 0.8;
   const INCREMENT = 100;
   const FULL_RELOAD_EVERY = 12; // refreshes
   // uPlot's time-axis formats, in 24-hour time: [tick step, format, then the date line when it changes].
@@ -21,6 +24,26 @@
     [60, "{HH}:{mm}", "\n{D} {MMM} {YYYY}", null, "\n{D} {MMM}", null, null, null, 1],
     [1, "{HH}:{mm}:{ss}", "\n{D} {MMM} {YYYY}", null, "\n{D} {MMM}", null, null, null, 1],
   ];
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]; // uPlot's names
+  const AXIS_FONT = "12px -apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Arial, 'Liberation Sans', sans-serif";
+  const LABEL_GAP = 12; // px, at least, between two neighbouring time labels
+
+  // The least distance between two x-axis ticks: half the widest label (the first tick's date carries
+  // the year, "28 May 2026") plus half the widest label next to it ("28 May", "00:00:00") plus a gap.
+  // With uPlot's default (50 px), "28 Nov 2026" could run into "29 Nov", which then read as "9 Nov".
+  let xSpace = null;
+  function xTickSpace() {
+    if (xSpace == null) {
+      const ctx = document.createElement("canvas").getContext("2d");
+      ctx.font = AXIS_FONT;
+      const width = (text) => ctx.measureText(text).width;
+      const month = Math.max(...MONTHS.map((name) => width(name)));
+      const withYear = width("28 ") + month + width(" 2026");
+      const neighbour = Math.max(width("28 ") + month, width("00:00:00"));
+      xSpace = Math.ceil((withYear + neighbour) / 2 + LABEL_GAP);
+    }
+    return xSpace;
+  }
 
   // The device id from device.html?id=<id> (static website) or /device/<id> (the dashboard function).
   D.deviceIdFromLocation = function deviceIdFromLocation() {
@@ -61,7 +84,10 @@
     const base = "/api/device/" + encodeURIComponent(deviceId);
 
     const query = D.readQuery();
-    let windowKey = WINDOWS[query.get("window")] ? query.get("window") : D.config.defaultWindow;
+    // A window from the URL (the user chose it) wins; null: "auto", decided once the history is loaded.
+    let windowKey = WINDOWS[query.get("window")]
+      ? query.get("window")
+      : WINDOWS[D.config.defaultWindow] ? D.config.defaultWindow : null;
     const hidden = new Set((query.get("hide") || "").split(",").filter(Boolean));
 
     const series = {}; // metric -> { points: Map(seconds -> value), newest, latest, capped }
@@ -232,6 +258,34 @@
       document.getElementById("no-metric").hidden = metrics.some((metric) => !hidden.has(metric));
     }
 
+    // "auto": the shortest window that shows at least AUTO_SHARE of the time between the device's oldest
+    // and newest loaded readings (all metrics), ending now; the week when none does. Null without data.
+    function fittingWindow(now) {
+      let oldest = Infinity;
+      let newest = -Infinity;
+      for (const known of Object.values(series)) {
+        for (const t of known.points.keys()) {
+          if (t < oldest) oldest = t;
+          if (t > newest) newest = t;
+        }
+      }
+      if (!Number.isFinite(oldest)) return null;
+      const to = Math.max(now, newest);
+      const span = newest - oldest;
+      for (const key of Object.keys(WINDOWS)) {
+        const from = to - WINDOWS[key];
+        const share = span > 0 ? (newest - Math.max(oldest, from)) / span : newest >= from ? 1 : 0;
+        if (share >= AUTO_SHARE) return key;
+      }
+      return "week";
+    }
+
+    // The chart's width: the box's content width (its clientWidth includes its padding).
+    function chartWidth(box) {
+      const style = window.getComputedStyle(box);
+      return Math.max(200, Math.floor(box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)));
+    }
+
     function chartHeight() {
       return window.innerWidth < 640 ? 180 : 220;
     }
@@ -260,12 +314,12 @@
       const info = D.metricInfo(metric);
       const axis = {
         stroke: "#5b6474",
-        font: "12px -apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Arial, 'Liberation Sans', sans-serif",
+        font: AXIS_FONT,
         grid: { stroke: "#edf0f5", width: 1 },
         ticks: { stroke: "#dfe3ea", width: 1, size: 4 },
       };
       const options = {
-        width: Math.max(200, card.box.clientWidth),
+        width: chartWidth(card.box),
         height: chartHeight(),
         cursor: { drag: { x: false, y: false }, points: { size: 8 } },
         legend: { show: false },
@@ -274,7 +328,7 @@
           {},
           { label: info.label, stroke: info.color, width: 2, fill: info.color + "1a", points: { size: 5, fill: info.color } },
         ],
-        axes: [{ ...axis, values: TIME_TICKS }, { ...axis, size: 64, values: (u, splits) => splits.map((v) => D.axisFormat.format(v)) }],
+        axes: [{ ...axis, values: TIME_TICKS, space: xTickSpace() }, { ...axis, size: 64, values: (u, splits) => splits.map((v) => D.axisFormat.format(v)) }],
         hooks: {
           // Hovering a chart shows the reading under the cursor in place of the window's summary.
           setCursor: [
@@ -310,9 +364,11 @@
     function renderCharts(metrics) {
       const holder = document.getElementById("charts");
       const now = Date.now() / 1000;
-      const span = WINDOWS[windowKey];
+      if (!windowKey) windowKey = fittingWindow(now); // "auto": once, when the first history is in
+      const key = windowKey || "day";
+      const span = WINDOWS[key];
       for (const button of document.querySelectorAll("#windows button")) {
-        button.setAttribute("aria-pressed", String(button.dataset.window === windowKey));
+        button.setAttribute("aria-pressed", String(button.dataset.window === key));
       }
       metrics.forEach((metric, index) => {
         let card = cards[metric];
@@ -350,7 +406,7 @@
         card.summaryText = "no readings";
         const last = latest.metrics[metric] ? D.parseTime(latest.metrics[metric].timestamp) : null;
         card.empty.textContent =
-          "No " + info.label.toLowerCase() + " readings in " + WINDOW_TEXT[windowKey] + "." +
+          "No " + info.label.toLowerCase() + " readings in " + WINDOW_TEXT[windowKey || "day"] + "." +
           (last != null ? " The latest is from " + D.formatDateTime(last) + " (" + D.ago(last) + ")." : "");
         card.empty.hidden = false;
       } else {
@@ -431,7 +487,7 @@
     const resize = new ResizeObserver(() => {
       for (const card of Object.values(cards)) {
         if (card.chart && !card.root.hidden && card.box.clientWidth > 0) {
-          const size = { width: card.box.clientWidth, height: chartHeight() };
+          const size = { width: chartWidth(card.box), height: chartHeight() };
           if (size.width !== card.chart.width || size.height !== card.chart.height) card.chart.setSize(size);
         }
       }

@@ -26,6 +26,10 @@
       "Stale after " + D.formatDuration(D.config.staleAfterSeconds) + " without a reading, offline after " +
       D.formatDuration(D.config.offlineAfterSeconds) + ". Refreshes every " + D.config.refreshSeconds + " s.";
     document.getElementById("ingest-url").textContent = D.absoluteApiUrl("/api/device/data");
+    // `make demo-data` sends to http://127.0.0.1:8080 (`make run`) unless told another URL: this API's.
+    const api = D.absoluteApiUrl("");
+    document.getElementById("demo-command").textContent =
+      "make demo-data" + (api === "http://127.0.0.1:8080" ? "" : " URL=" + api);
 
     function parseSort(text) {
       const match = /^([\w-]+):(asc|desc)$/.exec(text || "");
