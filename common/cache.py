@@ -118,6 +118,13 @@ class LatestCache:
         return self._client
 
     @property
+    def _put_newer(self):
+        """The compare-and-set script, registered with the current client (made on first use)."""
+        if self._script is None or self._client is None:
+            self._script = self.client.register_script(_PUT_NEWER)
+        return self._script
+
+    @property
     def _latest_key(self) -> str:
         return f"{self.prefix}latest"
 
@@ -144,7 +151,7 @@ class LatestCache:
             args: list = []
             for (device_id, metric), (value, moment) in items[start : start + _CHUNK]:
                 args += [f"{device_id} {metric}", _micros(moment), f"{float(value)!r}|{moment.isoformat()}"]
-            moved += self._script(keys=[self._latest_key], args=args)
+            moved += self._put_newer(keys=[self._latest_key], args=args)
         return moved
 
     def put_readings(self, readings: Sequence[Reading]) -> int:

@@ -34,9 +34,9 @@ ENV = {
     "region": ("HUAWEICLOUD_REGION", "HW_REGION_NAME"),
     "endpoint": ("HUAWEICLOUD_FUNCTIONGRAPH_ENDPOINT",),
 }
-# The SDK says a dependency uploaded inline (base64) may be at most 40 MB (reference 1.6).
+# The SDK says a dependency uploaded inline (base64) may be at most 40 MB (docs/functiongraph.md, section 4).
 MAX_INLINE_DEPENDENCY = 40 * 1024 * 1024
-# Direct code upload limit from the 2021 docs (reference 1.6, unconfirmed for today).
+# Direct code upload limit from the 2021 docs (docs/functiongraph.md, section 4: the current limit is unconfirmed).
 MAX_INLINE_CODE = 10 * 1024 * 1024
 
 
@@ -97,7 +97,7 @@ class Report:
 
 
 def function_urn(region: str, project_id: str, app: str, name: str, version: str = "latest") -> str:
-    """``urn:fss:{region}:{project_id}:function:{app}:{name}:{version}`` (reference 1.8)."""
+    """``urn:fss:{region}:{project_id}:function:{app}:{name}:{version}`` (docs/functiongraph.md, section 4)."""
     return f"urn:fss:{region}:{project_id}:function:{app}:{name}:{version}"
 
 

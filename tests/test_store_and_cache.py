@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from common.cache import CacheUnavailable
+from common.cache import CacheUnavailable, LatestCache
 from common.errors import ServiceUnavailable
 from common.query import latest_values
 from common.readings import MetricType, Reading
@@ -184,6 +184,19 @@ def test_cache_is_rebuilt_from_postgres_after_redis_lost_it(runtime: Runtime):
     }
     assert runtime.cache.is_ready()
     assert [v.value for v in runtime.cache.latest("dev-2")] == [230.0]
+
+
+def test_a_new_process_can_rebuild_the_cache_before_anything_else_touched_redis(
+    runtime: Runtime, settings: Settings
+):
+    runtime.store.store([r(value=7, minutes=7)])
+    runtime.cache.clear()
+    fresh = LatestCache(settings)  # as a tool or a new instance would, with no client yet
+    try:
+        fresh.rebuild(runtime.store.latest())
+        assert fresh.is_ready() and [v.value for v in fresh.latest("dev-1")] == [7.0]
+    finally:
+        fresh.close()
 
 
 def test_latest_values_come_from_postgres_when_redis_is_down(runtime: Runtime, settings: Settings):
