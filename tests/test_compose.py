@@ -526,6 +526,25 @@ def test_init_gives_up_with_a_clear_message_when_kafka_never_answers():
 # --------------------------------------------------------------------------- make
 
 
+def test_make_help_lists_the_commands_and_make_run_takes_auth():
+    make = shutil.which("make")
+    assert make, "make is part of the documented workflow"
+    shown = subprocess.run([make, "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("run", "test", "demo-data", "bench", "lint", "clean", "package", "deploy"):
+        assert re.search(rf"^  {re.escape(target)}\s+\S", shown, re.M), f"make help does not list {target}"
+    assert "AUTH=1" in shown
+    run = subprocess.run(
+        [make, "-n", "-B", "run", "AUTH=1"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip().splitlines()[-1].endswith("-m local.run --auth")
+    # make run installs the service and its local stack, not the development tools
+    assert "-e '.[local]'" in run.stdout and ".[dev]" not in run.stdout
+    plain = subprocess.run([make, "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert plain.stdout.strip().splitlines()[-1].endswith("-m local.run")
+    clean = subprocess.run([make, "-n", "clean"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert {"build", "dist", ".venv", ".local"} <= set(clean.split())
+
+
 def test_make_demo_data_runs_the_generator_with_overridable_defaults():
     make = shutil.which("make")
     assert make, "make is part of the documented workflow"
