@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: help run test lint clean install bench soak wrk demo-data compose-config chromium vendor-js \
-	dashboard-screenshots package deploy deploy-dry-run checkov
+	dashboard-screenshots package deploy deploy-dry-run rollback replay checkov
 
 ## List the commands and what they do
 help:
@@ -97,9 +97,17 @@ clean:
 package: $(DEV_STAMP)
 	$(PY) -m deploy package --dist dist
 
-## Push dist/ to FunctionGraph with the SDK (HUAWEICLOUD_* credentials; ARGS="--alias live" etc.)
+## Push dist/ to FunctionGraph: publish versions, smoke-test them, then move the alias live (HUAWEICLOUD_*)
 deploy: package
 	$(PY) -m deploy deploy --dist dist $(ARGS)
+
+## Move every function's alias live back to the version it pointed at before the last deploy
+rollback: $(DEV_STAMP)
+	$(PY) -m deploy rollback $(ARGS)
+
+## Re-run the consumer's failed batches kept in OBS (BUCKET=<artifacts bucket>; ARGS=--dry-run to look first)
+replay: $(DEV_STAMP)
+	$(PY) -m deploy replay $(if $(BUCKET),--bucket $(BUCKET)) $(ARGS)
 
 ## What `make deploy` would do, calling nothing
 deploy-dry-run: package

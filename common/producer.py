@@ -4,13 +4,19 @@ Ingest answers only after the broker acknowledged (``acks=all``) the one message
 request's readings, so a request is queued whole or not at all. The producer's own delivery timeout is
 the wait bound, so a message that was not acknowledged in time is also given up by the producer rather
 than written later behind the caller's back.
+
+Every Kafka client of the service (this producer, the readiness check, the local trigger loop) gets its
+security arguments from ``client_security``: none for PLAINTEXT; for SASL_SSL the SASL user and a TLS
+context that trusts only the CA in KAFKA_SSL_CAFILE (docs/functiongraph.md, section 3).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
@@ -18,18 +24,70 @@ from kafka.errors import KafkaError
 
 from .errors import ServiceUnavailable
 from .readings import Reading, encode_message
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = "The message queue is unavailable; nothing was queued, retry shortly"
+
+# The directory that holds common/: the repository, or in FunctionGraph the unpacked dependency package
+# (it carries compiled modules, so the runtime cannot import it from the zip). A relative
+# KAFKA_SSL_CAFILE is taken from here, so one value names the packed certificate wherever it lands.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def ca_file_path(cafile: str) -> Path:
+    path = Path(cafile).expanduser()
+    return path if path.is_absolute() else PACKAGE_ROOT / path
+
+
+def broker_tls_context(cafile: str) -> ssl.SSLContext:
+    """TLS to the brokers: TLS 1.2 or later, and a certificate chain that ends at the CA in ``cafile``.
+
+    Host names are not checked: DMS's client guides say to turn that check off (brokers are reached by
+    private IP, and one certificate serves every DMS instance). The chain is still verified, so only a
+    broker holding a key certified by that CA can answer; SASL then proves the client to the broker."""
+    path = ca_file_path(cafile)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_verify_locations(cafile=str(path))
+    except FileNotFoundError:
+        raise SettingsError(f"KAFKA_SSL_CAFILE {cafile!r}: there is no file {path}") from None
+    except OSError as error:  # unreadable, or ssl.SSLError: not PEM, or no certificate in it
+        raise SettingsError(f"KAFKA_SSL_CAFILE {cafile!r} ({path}) holds no usable CA: {error}") from error
+    return context
+
+
+def client_security(settings: Settings) -> dict:
+    """The security arguments of a kafka-python client (producer, admin, consumer) for ``settings``.
+
+    Raises SettingsError when the CA file cannot be read, before anything connects."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    return {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,  # kafka-python's name for PLAIN and SCRAM
+        "sasl_plain_password": settings.kafka_sasl_password,
+        "ssl_context": broker_tls_context(settings.kafka_ssl_cafile),
+    }
 
 
 class ReadingProducer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._producer: KafkaProducer | None = None
+        self._security: dict | None = None
         self._lock = threading.Lock()
+
+    def _client_security(self) -> dict:
+        """``client_security`` once per process: the CA file is read for the first client, not per request."""
+        if self._security is None:
+            self._security = client_security(self.settings)
+        return self._security
 
     def _client(self) -> KafkaProducer:
         if self._producer is None:
@@ -37,6 +95,7 @@ class ReadingProducer:
                 if self._producer is None:
                     timeout = max(1000, self.settings.kafka_timeout_ms)
                     self._producer = KafkaProducer(
+                        **self._client_security(),
                         bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
                         acks="all",
                         # Send at once: nothing else would join a message while its request waits.
@@ -73,6 +132,9 @@ class ReadingProducer:
         try:
             future = self._client().send(self.settings.kafka_topic, key=key, value=encode_message(readings))
             future.get(timeout=self.settings.kafka_timeout_ms / 1000 + 1)
+        except SettingsError as error:  # the operator's to fix; the device is told only to retry
+            log.error("Kafka producer not built: %s", error)
+            raise ServiceUnavailable(UNAVAILABLE) from error
         except KafkaError as error:
             log.warning("Kafka write failed: %r", error)
             # A producer that failed may be stuck (e.g. its idempotence state is fatal after a broker
@@ -83,7 +145,12 @@ class ReadingProducer:
     def ping(self) -> None:
         """Ask the broker itself (not the producer's cached metadata) whether the topic exists."""
         try:
+            security = self._client_security()
+        except SettingsError as error:  # /ready says what to fix
+            raise ServiceUnavailable(str(error)) from error
+        try:
             admin = KafkaAdminClient(
+                **security,
                 bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
                 client_id="iot-readiness",
                 bootstrap_timeout_ms=2000,

@@ -16,7 +16,7 @@ from .apig import ApigRequest, Response, json_response
 from .auth import require_admin
 from .cache import CacheUnavailable
 from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
-from .readings import format_timestamp, parse_device_id, parse_metric_type
+from .readings import SMOKE_DEVICE_ID, format_timestamp, parse_device_id, parse_metric_type
 from .runtime import Runtime, current
 from .store import LatestValue
 
@@ -79,6 +79,8 @@ def list_devices(request: ApigRequest) -> Response:
     )
     devices = []
     for device_id, group in groupby(rows, key=itemgetter(0)):
+        if device_id == SMOKE_DEVICE_ID:  # the deploy command's smoke readings are not a device
+            continue
         metrics, last = [], ""
         for _, metric, value, moment in group:
             metrics.append(f'"{metric}": {{"value": {value}, "timestamp": "{moment}"}}')

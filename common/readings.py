@@ -32,6 +32,11 @@ _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
 FIELDS = ("device_id", "metric_type", "value", "timestamp")
 _FIELD_NAMES = frozenset(FIELDS)
 
+# The device the deploy command's smoke tests send readings for (deploy/smoke.py). A valid id, so its
+# readings travel and are stored like any other and its own /latest and /history answer, but one no
+# real device is given by accident; GET /api/devices and GET /api/stats leave it out.
+SMOKE_DEVICE_ID = "deploy-smoke@reserved"
+
 
 class MetricType(str, Enum):
     TEMPERATURE = "temperature"

@@ -36,6 +36,38 @@ def _as_int(name: str, raw: str) -> int:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+
+
+def _check_kafka_security(settings: Settings) -> None:
+    """Refuse Kafka security settings that do not fit together, before any client is built: kafka-python
+    would accept some of them and leave the broker to fail the connection without saying why."""
+    protocol = settings.kafka_security_protocol
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(f"KAFKA_SECURITY_PROTOCOL must be PLAINTEXT or SASL_SSL, not {protocol!r}")
+    if settings.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+        raise SettingsError(
+            f"KAFKA_SASL_MECHANISM must be PLAIN or SCRAM-SHA-512, not {settings.kafka_sasl_mechanism!r}"
+        )
+    needed = {
+        "KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+        "KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+    }
+    if protocol == "SASL_SSL":
+        missing = [name for name, value in needed.items() if not value]
+        if missing:
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL=SASL_SSL needs {', '.join(missing)}")
+    else:
+        # Credentials that would be silently ignored usually mean the protocol was forgotten.
+        given = [name for name, value in needed.items() if value]
+        if given:
+            raise SettingsError(
+                f"{', '.join(given)} set, but KAFKA_SECURITY_PROTOCOL is PLAINTEXT: set it to SASL_SSL"
+            )
+
+
 # How a setting's text becomes the type its annotation names.
 _PARSERS: dict[type, Callable[[str, str], object]] = {
     int: _as_int,
@@ -65,6 +97,17 @@ class Settings:
     kafka_topic: str = "device-metrics"
     # How long ingest waits for the broker before answering 503.
     kafka_timeout_ms: int = 5000
+    # PLAINTEXT inside a private network, or SASL_SSL (DMS with ciphertext access): a SASL user, and
+    # TLS to brokers whose certificate chains to KAFKA_SSL_CAFILE. The three below are then required.
+    kafka_security_protocol: str = "PLAINTEXT"
+    # PLAIN or SCRAM-SHA-512, the two DMS offers.
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    # The CA certificate (PEM) the brokers' certificates chain to. A relative path is taken from the
+    # directory that holds common/: the repository, or in FunctionGraph the dependency package, where
+    # `make package` puts deploy/kafka-ca.pem as certs/kafka-ca.pem.
+    kafka_ssl_cafile: str = ""
 
     # Timeouts in seconds for connecting to PostgreSQL and Redis: a dead dependency means a quick 503.
     connect_timeout: int = 3
@@ -78,6 +121,9 @@ class Settings:
     # PostgreSQL on every request. A revoked token stops working within this time.
     auth_cache_seconds: int = 60
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _check_kafka_security(self)
 
     @classmethod
     def from_lookup(cls, lookup: Lookup) -> Settings:
@@ -117,3 +163,33 @@ class Settings:
     def names(cls) -> list[str]:
         """The environment names the service reads (used by docs and deployment checks)."""
         return [setting.name.upper() for setting in fields(cls)]
+
+
+# Which settings each function reads, and so the only ones Terraform gives it: a function holds no
+# secret it does not use (tests/test_terraform.py keeps infra/terraform in step with this map). Every
+# function builds the same Settings object; the settings it is not given keep their defaults, which it
+# never acts on. The dashboard only serves files.
+_DATABASE = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_POOL_SIZE", "CONNECT_TIMEOUT")
+_REDIS = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_KEY_PREFIX")
+_KAFKA = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_TOPIC",
+    "KAFKA_TIMEOUT_MS",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_CAFILE",
+)
+_AUTH = ("AUTH_ENABLED", "AUTH_CACHE_SECONDS")
+FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
+    # queues readings; checks device tokens in PostgreSQL
+    "ingest": frozenset((*_KAFKA, *_DATABASE, *_AUTH, "LOG_LEVEL")),
+    # stores batches in PostgreSQL, then Redis; migrates the schema
+    "consumer": frozenset((*_DATABASE, *_REDIS, "LOG_LEVEL")),
+    # reads Redis and PostgreSQL; /ready asks Kafka; delete-all needs demo mode and the admin token
+    "query": frozenset((*_DATABASE, *_REDIS, *_KAFKA, *_AUTH, "DEMO_MODE", "LOG_LEVEL")),
+    "dashboard": frozenset(),
+}
+# Settings that are secrets: Terraform passes them as encrypted user data.
+SECRET_SETTINGS = frozenset({"DB_PASSWORD", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD"})

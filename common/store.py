@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import ServiceUnavailable
-from .readings import Reading
+from .readings import SMOKE_DEVICE_ID, Reading
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -383,14 +383,17 @@ class ReadingStore:
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
 
     def stats(self) -> dict[str, int]:
-        """Counts for the dashboard: devices, readings stored since midnight UTC, rejected messages."""
+        """Counts for the dashboard: devices, readings stored since midnight UTC, rejected messages.
+        The deploy command's smoke device is not counted."""
         sql = """
-            SELECT (SELECT count(DISTINCT device_id) FROM latest_reading),
+            SELECT (SELECT count(DISTINCT device_id) FROM latest_reading WHERE device_id <> %(smoke)s),
                    (SELECT count(*) FROM reading
-                     WHERE timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),
+                     WHERE timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                       AND device_id <> %(smoke)s),
                    (SELECT count(*) FROM rejected_message)
         """
-        devices, today, rejected = self._run(lambda conn: conn.execute(sql).fetchone())
+        params = {"smoke": SMOKE_DEVICE_ID}
+        devices, today, rejected = self._run(lambda conn: conn.execute(sql, params).fetchone())
         return {"devices": devices, "readings_today": today, "rejected_messages": rejected}
 
     def rejected_count(self) -> int:

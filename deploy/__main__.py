@@ -1,4 +1,8 @@
-"""``python -m deploy package|deploy|routes``: build the zips, push them with the SDK, list routes."""
+"""``python -m deploy package|deploy|rollback|replay|routes``.
+
+Exit status: 0 done; 1 the command ran and something failed (a smoke test, an alias move, a batch
+kept); 2 it could not start (missing credentials, a stale dist/, bad arguments).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,46 @@ import argparse
 import sys
 from pathlib import Path
 
-from .fgdeploy import DeployError, Options, deploy
+from .aliases import DEFAULT_ALIAS
+from .fgclient import DeployError
+from .fgdeploy import DEFAULT_KEEP_VERSIONS, Options, deploy
 from .package import DEFAULT_DIST, FUNCTIONGRAPH, PackageError, build, local_target
+from .replay import BUCKET_ENV, DEFAULT_KEY_PREFIX, ReplayOptions, replay
+from .rollback import RollbackOptions, rollback
+from .smoke import SMOKE_TOKEN_ENV
 
 
 def _functions(value: str | None) -> list[str] | None:
     return [name.strip() for name in value.split(",") if name.strip()] if value else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def _naming(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prefix", default="iot", help="Terraform's name_prefix (functions are <prefix>-<name>)"
+    )
+    parser.add_argument("--app", default="default", help="FunctionGraph application (default: default)")
+    parser.add_argument(
+        "--alias",
+        default=DEFAULT_ALIAS,
+        help=f"the alias APIG and the trigger call (default: {DEFAULT_ALIAS})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -29,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         help="wheels for this machine's interpreter instead of FunctionGraph's (to try the packages here)",
     )
 
-    push = commands.add_parser("deploy", help="update code, publish versions, move an alias, smoke-test")
+    push = commands.add_parser(
+        "deploy",
+        help="upload code, publish versions, smoke-test them, then move the alias of every function",
+        description="Each new version gets the async invocation config (retries, max event age, "
+        "destinations) of the function's latest, when latest has one; if that fails, no alias moves. "
+        f"Smoke tests post a reading of the reserved smoke device; with auth on, ingest's needs "
+        f"{SMOKE_TOKEN_ENV} (a token for that device, or an admin token).",
+    )
     push.add_argument("--dist", type=Path, default=DEFAULT_DIST)
     push.add_argument("--functions", help="comma-separated (default: all in dist/manifest.json)")
-    push.add_argument(
-        "--prefix", default="iot", help="Terraform's name_prefix (functions are <prefix>-<name>)"
-    )
-    push.add_argument("--app", default="default", help="FunctionGraph application (default: default)")
+    _naming(push)
     push.add_argument(
         "--dependency-name", help="dependency to publish deps.zip to (default: <prefix>-common)"
     )
@@ -45,13 +84,42 @@ def main(argv: list[str] | None = None) -> int:
         help="do not publish deps.zip; keep each function's dependencies",
     )
     push.add_argument("--version", help="version name to publish (default: v<UTC timestamp>)")
-    push.add_argument("--alias", help="alias to point at the new version (created if missing)")
-    push.add_argument("--no-smoke", action="store_true", help="do not invoke the new versions")
+    push.add_argument(
+        "--keep-versions",
+        type=_count,
+        default=DEFAULT_KEEP_VERSIONS,
+        help="newest versions kept besides what an alias uses or would roll back to "
+        f"(default: {DEFAULT_KEEP_VERSIONS})",
+    )
+    push.add_argument(
+        "--no-smoke", action="store_true", help="move the alias without invoking the new versions (unsafe)"
+    )
     push.add_argument("--dry-run", action="store_true", help="print what would be done; call nothing")
 
-    commands.add_parser("routes", help="print the routes table for infra/terraform/apig.tf")
+    back = commands.add_parser(
+        "rollback", help="move each alias back to the version it pointed at before the last deploy"
+    )
+    back.add_argument("--functions", help="comma-separated (default: all)")
+    _naming(back)
+    back.add_argument("--dry-run", action="store_true", help="read the aliases and say what would move")
 
-    args = parser.parse_args(argv)
+    again = commands.add_parser(
+        "replay", help="invoke the consumer again with the failed batches kept in OBS, then delete them"
+    )
+    again.add_argument("--bucket", help=f"the bucket of the failure records (default: ${BUCKET_ENV})")
+    again.add_argument(
+        "--key-prefix", default=DEFAULT_KEY_PREFIX, help=f"where in it (default: {DEFAULT_KEY_PREFIX})"
+    )
+    _naming(again)
+    again.add_argument("--limit", type=_positive, help="at most this many records, oldest first")
+    again.add_argument("--dry-run", action="store_true", help="list the records and invoke nothing")
+
+    commands.add_parser("routes", help="print the routes table for infra/terraform/apig.tf")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.command == "package":
             target = local_target() if args.local else FUNCTIONGRAPH
@@ -63,6 +131,22 @@ def main(argv: list[str] | None = None) -> int:
 
             print(terraform_block(app_routes()))
             return 0
+        if args.command == "rollback":
+            options = RollbackOptions(
+                _functions(args.functions), args.prefix, args.app, args.alias, args.dry_run
+            )
+            return 0 if rollback(options).ok else 1
+        if args.command == "replay":
+            options = ReplayOptions(
+                bucket=args.bucket or "",
+                key_prefix=args.key_prefix,
+                prefix=args.prefix,
+                app=args.app,
+                alias=args.alias,
+                limit=args.limit,
+                dry_run=args.dry_run,
+            )
+            return 0 if replay(options).ok else 1
         options = Options(
             dist=args.dist,
             functions=_functions(args.functions),
@@ -73,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             version=args.version,
             alias=args.alias,
             smoke=not args.no_smoke,
+            keep_versions=args.keep_versions,
             dry_run=args.dry_run,
         )
-        report = deploy(options)
-        return 0 if report.ok else 1
+        return 0 if deploy(options).ok else 1
     except (DeployError, PackageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,68 +1,59 @@
-"""Push new function code to FunctionGraph with the Huawei Cloud SDK, without re-running Terraform.
+"""``python -m deploy deploy``: new code reaches traffic only after its smoke tests passed.
 
-For each function (Terraform names them ``<prefix>-<function>``) it:
+APIG and the Kafka trigger call each function's alias (``live``), never ``latest``. For the functions
+deployed together, the command:
 
 1. publishes ``dist/deps.zip`` as a new version of the ``<prefix>-common`` dependency (``common/`` lives
-   there, so a code change usually needs it; ``--keep-dependency`` skips this),
-2. updates the function's code from ``dist/<function>.zip`` (other dependencies it has are kept),
-3. publishes a function version, optionally moves an alias to it,
-4. invokes that version with the side-effect free smoke events of ``deploy/smoke.py``,
+   there; ``--keep-dependency`` skips this),
+2. per function: updates the code of ``latest`` from ``dist/<function>.zip`` (other dependencies are
+   kept) and publishes a version; ``latest`` serves nothing, so this changes no traffic,
+3. per function: copies the asynchronous invocation config of ``latest`` (retries, maximum event age,
+   destinations) to the new version when ``latest`` has one (``deploy/asyncconfig.py``),
+4. invokes each new version on its own version URN with the smoke events of ``deploy/smoke.py``,
+5. only when every function published, got its config and passed: moves the alias of every function
+   to its new version, recording the version it pointed at before (see ``deploy/aliases.py``),
+6. deletes old versions beyond the newest ``--keep-versions``, never one an alias uses or would roll
+   back to.
 
-and prints each step. Credentials come from the environment (``HUAWEICLOUD_ACCESS_KEY``,
-``HUAWEICLOUD_SECRET_KEY``, ``HUAWEICLOUD_PROJECT_ID``, ``HUAWEICLOUD_REGION``; the Terraform
-provider's ``HW_*`` names work too); ``HUAWEICLOUD_FUNCTIONGRAPH_ENDPOINT`` overrides the endpoint
-(tests point it at a local fake). ``--dry-run`` prints the plan and calls nothing.
+One failure anywhere moves no alias at all. The functions share the ``common/`` layer and talk to each
+other through Kafka and the database: a set where ingest is new and the consumer old was never tested
+together, and a half-moved set is also what ``rollback`` could not cleanly undo. If moving an alias
+fails part-way, the aliases already moved are moved back.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from . import aliases
+from .aliases import DEFAULT_ALIAS, AliasState
+from .asyncconfig import copy_async_config, describe_async_settings
+from .fgclient import (
+    Credentials,
+    DeployError,
+    describe_error,
+    function_urn,
+    make_client,
+    sdk,
+    with_version,
+)
+from .invoke import invoke
 from .package import DEFAULT_DIST, RUNTIME, PackageError, load_manifest, sha256_file
-from .smoke import smokes_for
+from .report import Report
+from .smoke import SMOKE_TOKEN_ENV, Smoke, smoke_order, smokes_for
 
-ENV = {
-    "ak": ("HUAWEICLOUD_ACCESS_KEY", "HW_ACCESS_KEY"),
-    "sk": ("HUAWEICLOUD_SECRET_KEY", "HW_SECRET_KEY"),
-    "project_id": ("HUAWEICLOUD_PROJECT_ID", "HW_PROJECT_ID"),
-    "region": ("HUAWEICLOUD_REGION", "HW_REGION_NAME"),
-    "endpoint": ("HUAWEICLOUD_FUNCTIONGRAPH_ENDPOINT",),
-}
 # The SDK says a dependency uploaded inline (base64) may be at most 40 MB (docs/functiongraph.md, section 4).
 MAX_INLINE_DEPENDENCY = 40 * 1024 * 1024
 # Direct code upload limit from the 2021 docs (docs/functiongraph.md, section 4: the current limit is unconfirmed).
 MAX_INLINE_CODE = 10 * 1024 * 1024
-
-
-class DeployError(RuntimeError):
-    """The deployment cannot go ahead; the message says why."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    ak: str = ""
-    sk: str = ""
-    project_id: str = ""
-    region: str = ""
-    endpoint: str = ""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
-        env = os.environ if environ is None else environ
-        values = {}
-        for key, names in ENV.items():
-            values[key] = next((env[name] for name in names if env.get(name)), "")
-        return cls(**values)
-
-    def missing(self) -> list[str]:
-        needed = ("ak", "sk", "project_id") + (() if self.endpoint else ("region",))
-        return [ENV[key][0] for key in needed if not getattr(self, key)]
+# Besides what an alias uses and would roll back to: few enough to stay far below the 10-version quota.
+DEFAULT_KEEP_VERSIONS = 3
 
 
 @dataclass
@@ -74,8 +65,9 @@ class Options:
     dependency_name: str | None = None  # default: "<prefix>-common"
     publish_dependency: bool = True
     version: str | None = None  # default: v<UTC timestamp>
-    alias: str | None = None
+    alias: str = DEFAULT_ALIAS
     smoke: bool = True
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
     dry_run: bool = False
 
     @property
@@ -84,63 +76,17 @@ class Options:
 
 
 @dataclass
-class Report:
-    lines: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    smoke_passed: int = 0
-    smoke_failed: int = 0
-    deployed: list[str] = field(default_factory=list)
+class Candidate:
+    """A function's new version, and where its alias pointed before."""
+
+    function: str
+    urn: str  # the function's latest URN
+    version: str
+    before: AliasState | None
 
     @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-def function_urn(region: str, project_id: str, app: str, name: str, version: str = "latest") -> str:
-    """``urn:fss:{region}:{project_id}:function:{app}:{name}:{version}`` (docs/functiongraph.md, section 4)."""
-    return f"urn:fss:{region}:{project_id}:function:{app}:{name}:{version}"
-
-
-def make_client(creds: Credentials):
-    """A FunctionGraph client for ``creds``: the region's endpoint unless an endpoint is given."""
-    from huaweicloudsdkcore.auth.credentials import BasicCredentials
-    from huaweicloudsdkcore.http.http_config import HttpConfig
-    from huaweicloudsdkfunctiongraph.v2 import FunctionGraphClient
-    from huaweicloudsdkfunctiongraph.v2.region.functiongraph_region import FunctionGraphRegion
-
-    config = HttpConfig.get_default_config()
-    config.timeout = (10, 180)  # connect, read: uploads and cold starts take a while
-    builder = (
-        FunctionGraphClient.new_builder()
-        .with_http_config(config)
-        .with_credentials(BasicCredentials(creds.ak, creds.sk, creds.project_id))
-    )
-    if creds.endpoint:
-        return builder.with_endpoints([creds.endpoint.rstrip("/")]).build()
-    try:
-        region = FunctionGraphRegion.value_of(creds.region)
-    except (KeyError, ValueError):
-        return builder.with_endpoints([f"https://functiongraph.{creds.region}.myhuaweicloud.com"]).build()
-    return builder.with_region(region).build()
-
-
-def _describe_error(error: Exception) -> str:
-    status = getattr(error, "status_code", None)
-    if status is None:
-        return f"{type(error).__name__}: {error}"
-    code = getattr(error, "error_code", "") or ""
-    message = getattr(error, "error_msg", "") or str(error)
-    request = getattr(error, "request_id", "") or ""
-    return f"HTTP {status} {code} {message}".strip() + (f" (request {request})" if request else "")
-
-
-def _parse_result(raw: object) -> object:
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return raw
+    def version_urn(self) -> str:
+        return with_version(self.urn, self.version)
 
 
 class Deployer:
@@ -150,34 +96,28 @@ class Deployer:
         creds: Credentials,
         client=None,
         out: Callable[[str], None] = print,
+        smoke_token: str = "",
     ):
         self.options = options
         self.creds = creds
         self.client = client
-        self.report = Report()
-        self._out = out
-
-    # ------------------------------------------------------------------ helpers
+        self.smoke_token = smoke_token
+        self.report = Report(out)
+        self.smoke_passed = 0
+        self.smoke_failed = 0
 
     def say(self, line: str) -> None:
-        self.report.lines.append(line)
-        self._out(line)
+        self.report.say(line)
 
     def fail(self, line: str) -> None:
-        self.report.failures.append(line)
-        self.say(line)
+        self.report.fail(line)
 
-    def _urn(self, function: str, version: str = "latest") -> str:
+    def _urn(self, function: str) -> str:
         region = self.creds.region or "<region>"
         project = self.creds.project_id or "<project_id>"
-        return function_urn(region, project, self.options.app, f"{self.options.prefix}-{function}", version)
+        return function_urn(region, project, self.options.app, f"{self.options.prefix}-{function}")
 
-    def _sdk(self):
-        from huaweicloudsdkfunctiongraph import v2
-
-        return v2
-
-    # ------------------------------------------------------------------ the steps
+    # ------------------------------------------------------------------ the run
 
     def run(self) -> Report:
         opts = self.options
@@ -191,9 +131,7 @@ class Deployer:
         self._check_files(manifest, functions)
         version = opts.version or time.strftime("v%Y%m%d%H%M%S", time.gmtime())
         if not opts.dry_run:
-            missing = self.creds.missing()
-            if missing:
-                raise DeployError(f"set {', '.join(missing)} in the environment (or use --dry-run)")
+            self.creds.require(self.creds.missing(), " (or use --dry-run)")
         built_for = manifest.get("runtime", "")
         if built_for != RUNTIME and not self.creds.endpoint:
             raise DeployError(
@@ -206,18 +144,32 @@ class Deployer:
         self.say(
             f"{'[dry-run] ' if opts.dry_run else ''}deploying {len(functions)} function(s) "
             f"({', '.join(functions)}) from {opts.dist} to {where}, project "
-            f"{self.creds.project_id or '<project_id>'}, runtime {manifest.get('runtime', RUNTIME)}, version {version}"
+            f"{self.creds.project_id or '<project_id>'}, runtime {manifest.get('runtime', RUNTIME)}, "
+            f"version {version}, alias {opts.alias}"
         )
+        if opts.dry_run:
+            self._plan(manifest, functions, version)
+            return self.report
         dependency_id = self._publish_dependency(manifest) if opts.publish_dependency else None
+        candidates: list[Candidate] = []
         for function in functions:
             try:
-                self._deploy_function(function, manifest, version, dependency_id)
+                candidate = self._publish(function, manifest, version, dependency_id)
             except Exception as error:  # one function's failure must not hide the others' results
-                self.fail(f"{function}: FAILED: {_describe_error(error)}")
-        total = self.report.smoke_passed + self.report.smoke_failed
-        smoke = f"; smoke tests {self.report.smoke_passed}/{total} passed" if opts.smoke and total else ""
-        prefix = "[dry-run] would deploy" if opts.dry_run else "deployed"
-        self.say(f"{prefix} {len(self.report.deployed)}/{len(functions)} function(s){smoke}")
+                self.fail(f"{function}: FAILED: {describe_error(error)}")
+                continue
+            candidates.append(candidate)
+            self._carry_async_config(candidate)
+        if opts.smoke:
+            self._smoke_all(candidates)
+        else:
+            self.say(f"smoke tests skipped (--no-smoke): {opts.alias} moves to versions nobody invoked")
+        if self.report.ok:
+            self._promote(candidates)
+        else:
+            self._hold(candidates)
+        self._prune(candidates)
+        self._summary(functions, candidates)
         return self.report
 
     def _check_files(self, manifest: dict, functions: list[str]) -> None:
@@ -231,20 +183,60 @@ class Deployer:
             if sha256_file(path) != info["sha256"]:
                 raise DeployError(f"{path} does not match manifest.json; run `make package` again")
 
-    def _publish_dependency(self, manifest: dict) -> str | None:
-        info = manifest["dependency"]
-        path = self.options.dist / info["file"]
-        name = self.options.dependency
-        size = f"{info['size']:,} bytes, sha256 {info['sha256'][:12]}"
+    def _plan(self, manifest: dict, functions: list[str], version: str) -> None:
+        opts = self.options
+        if opts.publish_dependency:
+            info = manifest["dependency"]
+            self._check_dependency_size(info)
+            self.say(
+                f"[dry-run] dependency {opts.dependency}: would publish {opts.dist / info['file']} "
+                f"({info['size']:,} bytes, sha256 {info['sha256'][:12]}) for {RUNTIME}"
+            )
+        for function in functions:
+            info = manifest["functions"][function]
+            self._check_code_size(info)
+            self.say(
+                f"[dry-run] {function}: would update the code of {self._urn(function)} from "
+                f"{opts.dist / info['file']} ({info['size']:,} bytes, sha256 {info['sha256'][:12]})"
+            )
+            self.say(f"[dry-run] {function}: would publish version {version}")
+            self.say(
+                f"[dry-run] {function}: would copy the async invocation config of latest (retries, max "
+                f"event age, destinations) to {version}, if latest has one"
+            )
+        if opts.smoke:
+            now = datetime.now(timezone.utc)
+            for function in smoke_order(functions):
+                for smoke in smokes_for(function, now, self.smoke_token, consumer_stored=True):
+                    self.say(f"[dry-run] {function}: would invoke {version} with {smoke.label}")
+        self.say(f"[dry-run] would point alias {opts.alias} of every function at {version} once all pass")
+        self.say(
+            f"[dry-run] would delete old versions beyond the newest {opts.keep_versions}, keeping what an "
+            "alias uses and the version it would roll back to"
+        )
+        self.say(f"[dry-run] would deploy {len(functions)}/{len(functions)} function(s)")
+
+    # ------------------------------------------------------------------ uploading and publishing
+
+    def _check_dependency_size(self, info: dict) -> None:
         if info["size"] > MAX_INLINE_DEPENDENCY:
             raise DeployError(
-                f"{path} is {info['size']:,} bytes, over the 40 MB inline limit; publish it via OBS "
-                "(Terraform's huaweicloud_fgs_dependency_version) and use --keep-dependency"
+                f"{self.options.dist / info['file']} is {info['size']:,} bytes, over the 40 MB inline limit; "
+                "publish it via OBS (Terraform's huaweicloud_fgs_dependency_version) and use --keep-dependency"
             )
-        if self.options.dry_run:
-            self.say(f"[dry-run] dependency {name}: would publish {path} ({size}) for {RUNTIME}")
-            return None
-        v2 = self._sdk()
+
+    def _check_code_size(self, info: dict) -> None:
+        if info["size"] > MAX_INLINE_CODE:
+            raise DeployError(
+                f"{self.options.dist / info['file']} is {info['size']:,} bytes, over the 10 MB direct upload limit"
+            )
+
+    def _publish_dependency(self, manifest: dict) -> str:
+        info = manifest["dependency"]
+        self._check_dependency_size(info)
+        path = self.options.dist / info["file"]
+        name = self.options.dependency
+        v2 = sdk()
         body = v2.CreateDependencyRequestBody(
             depend_type="zip",
             depend_file=base64.b64encode(path.read_bytes()).decode("ascii"),
@@ -255,13 +247,14 @@ class Deployer:
         try:
             response = self.client.create_dependency_version(v2.CreateDependencyVersionRequest(body=body))
         except Exception as error:
-            raise DeployError(f"dependency {name}: publishing failed: {_describe_error(error)}") from error
+            raise DeployError(f"dependency {name}: publishing failed: {describe_error(error)}") from error
+        size = f"{info['size']:,} bytes, sha256 {info['sha256'][:12]}"
         self.say(f"dependency {name}: published version {response.version} (id {response.id}; {size})")
         return response.id
 
-    def _dependencies(self, urn: str, new_id: str | None) -> list[str] | None:
+    def _dependencies(self, urn: str, new_id: str | None) -> list[str]:
         """The function's dependency version ids with ours replaced by ``new_id`` (others kept)."""
-        v2 = self._sdk()
+        v2 = sdk()
         current = self.client.show_function_code(v2.ShowFunctionCodeRequest(function_urn=urn))
         if new_id is None:
             return list(current.depend_version_list or [])
@@ -274,27 +267,13 @@ class Deployer:
         others = [d.id for d in (current.dependencies or []) if d.name != self.options.dependency and d.id]
         return others + [new_id]
 
-    def _deploy_function(
-        self, function: str, manifest: dict, version: str, dependency_id: str | None
-    ) -> None:
-        opts = self.options
+    def _publish(self, function: str, manifest: dict, version: str, dependency_id: str | None) -> Candidate:
         info = manifest["functions"][function]
-        path = opts.dist / info["file"]
+        self._check_code_size(info)
+        path = self.options.dist / info["file"]
         urn = self._urn(function)
-        size = f"{info['size']:,} bytes, sha256 {info['sha256'][:12]}"
-        if info["size"] > MAX_INLINE_CODE:
-            raise DeployError(f"{path} is {info['size']:,} bytes, over the 10 MB direct upload limit")
-        if opts.dry_run:
-            self.say(f"[dry-run] {function}: would update the code of {urn} from {path} ({size})")
-            self.say(f"[dry-run] {function}: would publish version {version}")
-            if opts.alias:
-                self.say(f"[dry-run] {function}: would point alias {opts.alias} at {version}")
-            if opts.smoke:
-                for smoke in smokes_for(function):
-                    self.say(f"[dry-run] {function}: would invoke {version} with {smoke.label}")
-            self.report.deployed.append(function)
-            return
-        v2 = self._sdk()
+        before = aliases.read_alias(self.client, urn, self.options.alias)
+        v2 = sdk()
         depends = self._dependencies(urn, dependency_id)
         self.client.update_function_code(
             v2.UpdateFunctionCodeRequest(
@@ -307,6 +286,7 @@ class Deployer:
                 ),
             )
         )
+        size = f"{info['size']:,} bytes, sha256 {info['sha256'][:12]}"
         self.say(f"{function}: code updated on {urn} ({size}; dependencies {', '.join(depends) or 'none'})")
         published = self.client.create_function_version(
             v2.CreateFunctionVersionRequest(
@@ -317,71 +297,138 @@ class Deployer:
             )
         )
         version = published.version or version
-        self.say(f"{function}: published version {version}")
-        if opts.alias:
-            self._move_alias(function, urn, version)
-        self.report.deployed.append(function)
-        if opts.smoke:
-            for smoke in smokes_for(function):
-                self._smoke(function, self._urn(function, version), version, smoke)
+        serving = (
+            f"{self.options.alias} is on {before.version}" if before else f"no alias {self.options.alias} yet"
+        )
+        self.say(f"{function}: published version {version} ({serving})")
+        return Candidate(function, urn, version, before)
 
-    def _move_alias(self, function: str, urn: str, version: str) -> None:
-        from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
-
-        v2 = self._sdk()
-        alias = self.options.alias
+    def _carry_async_config(self, candidate: Candidate) -> None:
+        """The new version gets latest's async invocation config; a failure holds every alias."""
+        function, version = candidate.function, candidate.version
         try:
-            self.client.update_version_alias(
-                v2.UpdateVersionAliasRequest(
-                    function_urn=urn, alias_name=alias, body=v2.UpdateVersionAliasRequestBody(version=version)
-                )
-            )
-            self.say(f"{function}: alias {alias} moved to {version}")
-        except ClientRequestException as error:
-            if error.status_code != 404:
-                raise
-            self.client.create_version_alias(
-                v2.CreateVersionAliasRequest(
-                    function_urn=urn, body=v2.CreateVersionAliasRequestBody(name=alias, version=version)
-                )
-            )
-            self.say(f"{function}: alias {alias} created on {version}")
-
-    def _smoke(self, function: str, urn: str, version: str, smoke) -> None:
-        v2 = self._sdk()
-        try:
-            response = self.client.invoke_function(
-                v2.InvokeFunctionRequest(
-                    function_urn=urn, x_cff_log_type="tail", x_cff_request_version="v1", body=smoke.event
-                )
-            )
-        except Exception as error:
-            self.report.smoke_failed += 1
-            self.fail(f"{function}: smoke {smoke.label} on {version}: FAILED: {_describe_error(error)}")
-            return
-        result = _parse_result(response.result)
-        problem = smoke.check(result)
-        request = response.request_id or response.x_cff_request_id or "?"
-        if problem is None and response.status not in (None, 200):
-            problem = f"invocation status {response.status}"
-        if problem is None:
-            self.report.smoke_passed += 1
-            status = result.get("statusCode") if isinstance(result, dict) else None
-            shown = f"status {status}" if status is not None else json.dumps(result)[:120]
-            self.say(f"{function}: smoke {smoke.label} on {version}: ok ({shown}; request {request})")
-        else:
-            self.report.smoke_failed += 1
+            copied = copy_async_config(self.client, candidate.urn, candidate.version_urn)
+        except DeployError as error:
             self.fail(
-                f"{function}: smoke {smoke.label} on {version}: FAILED: {problem} "
-                f"(expected {smoke.expect}; request {request})"
+                f"{function}: copying the async invocation config of latest to {version} FAILED: {error}; "
+                f"without it, failed invocations of {version} would be neither retried nor sent to "
+                "the failure destination"
             )
-            if response.log:
-                for line in str(response.log).splitlines()[-10:]:
-                    self.say(f"    log: {line}")
+            return
+        if copied is not None:
+            done = "copied to" if copied.written else "already on"
+            self.say(
+                f"{function}: async invocation config of latest {done} {version} "
+                f"({describe_async_settings(copied.settings)})"
+            )
+
+    # ------------------------------------------------------------------ smoke tests
+
+    def _smoke_all(self, candidates: list[Candidate]) -> None:
+        by_function = {c.function: c for c in candidates}
+        now = datetime.now(timezone.utc)
+        consumer_stored = False
+        for function in smoke_order(list(by_function)):
+            smokes = smokes_for(function, now, self.smoke_token, consumer_stored)
+            passed = [self._smoke(by_function[function], smoke) for smoke in smokes]
+            consumer_stored = consumer_stored or (function == "consumer" and all(passed))
+
+    def _smoke(self, candidate: Candidate, smoke: Smoke) -> bool:
+        function, version = candidate.function, candidate.version
+        outcome = invoke(self.client, candidate.version_urn, smoke.event)
+        problem = outcome.problem  # the call failed, or the function raised
+        if not problem:
+            verdict = smoke.check(outcome.result)
+            if verdict.ok:
+                self.smoke_passed += 1
+                self.say(
+                    f"{function}: smoke {smoke.label} on {version}: ok ({verdict.detail}; request {outcome.request_id})"
+                )
+                return True
+            problem = verdict.detail
+        self.smoke_failed += 1
+        self.fail(
+            f"{function}: smoke {smoke.label} on {version}: FAILED: {problem} "
+            f"(expected {smoke.expect}; request {outcome.request_id})"
+        )
+        self.report.log_tail(outcome.log)
+        return False
+
+    # ------------------------------------------------------------------ the alias
+
+    def _hold(self, candidates: list[Candidate]) -> None:
+        alias = self.options.alias
+        where = ", ".join(f"{c.function} {c.before.version if c.before else '(none)'}" for c in candidates)
+        self.say(f"no alias moved: {alias} stays where it was ({where or 'nothing published'})")
+
+    def _promote(self, candidates: list[Candidate]) -> None:
+        alias = self.options.alias
+        moved: list[Candidate] = []
+        for c in candidates:
+            previous = c.before.version if c.before else None
+            try:
+                aliases.point_alias(
+                    self.client,
+                    c.urn,
+                    alias,
+                    c.version,
+                    aliases.deployed_note(previous),
+                    exists=c.before is not None,
+                )
+            except Exception as error:
+                self.fail(
+                    f"{c.function}: moving alias {alias} to {c.version} FAILED: {describe_error(error)}"
+                )
+                self._move_back(moved)
+                return
+            moved.append(c)
+            if previous:
+                self.say(f"{c.function}: alias {alias} moved from {previous} to {c.version}")
+            else:
+                self.say(f"{c.function}: alias {alias} created on {c.version}")
+
+    def _move_back(self, moved: list[Candidate]) -> None:
+        """After a failed move: the aliases already moved go back, so the set stays consistent."""
+        alias = self.options.alias
+        for c in moved:
+            if c.before is None:
+                self.fail(f"{c.function}: alias {alias} was created by this run and stays on {c.version}")
+                continue
+            try:
+                aliases.point_alias(
+                    self.client, c.urn, alias, c.before.version, c.before.description, exists=True
+                )
+                self.say(f"{c.function}: alias {alias} moved back to {c.before.version}")
+            except Exception as error:
+                self.fail(f"{c.function}: moving alias {alias} back FAILED: {describe_error(error)}")
+
+    def _prune(self, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            try:
+                pruned = aliases.prune(self.client, c.urn, self.options.keep_versions)
+            except Exception as error:  # the deployment stands; the next one prunes again
+                self.say(f"{c.function}: warning: pruning old versions failed: {describe_error(error)}")
+                continue
+            if pruned.deleted:
+                self.say(
+                    f"{c.function}: deleted old version(s) {', '.join(pruned.deleted)}; "
+                    f"kept {', '.join(pruned.kept)}"
+                )
+
+    def _summary(self, functions: list[str], candidates: list[Candidate]) -> None:
+        total = self.smoke_passed + self.smoke_failed
+        smoke = f"; smoke tests {self.smoke_passed}/{total} passed" if self.options.smoke and total else ""
+        if self.report.ok:
+            self.say(f"deployed {len(candidates)}/{len(functions)} function(s){smoke}")
+        else:
+            self.say(f"FAILED: {len(self.report.failures)} problem(s){smoke}")
 
 
 def deploy(options: Options, environ: Mapping[str, str] | None = None, out=print, client=None) -> Report:
+    env = os.environ if environ is None else environ
+    creds = Credentials.from_env(env)
+    token = env.get(SMOKE_TOKEN_ENV, "")
     try:
-        return Deployer(options, Credentials.from_env(environ), client=client, out=out).run()
+        return Deployer(options, creds, client=client, out=out, smoke_token=token).run()
     except PackageError as error:
         raise DeployError(str(error)) from error

@@ -7,6 +7,11 @@
   x86-64, CPython 3.10 for FunctionGraph's ``Python3.10``), all at the zip root as FunctionGraph wants.
 * ``dist/manifest.json``: what was built (sha256, sizes, wheels), read by the deploy command.
 
+For Kafka over SASL_SSL the functions need the DMS CA certificate as a file. Put it (``phy_ca.crt`` from
+the DMS console; the same file for every instance) at ``deploy/kafka-ca.pem`` and the dependency zip
+carries it as ``certs/kafka-ca.pem``, the KAFKA_SSL_CAFILE Terraform sets. It does not fit in the
+functions' user data, which holds at most 4 KB in all.
+
 Reproducible: entries are sorted, every timestamp is fixed (``SOURCE_DATE_EPOCH`` or 1980-01-01),
 permissions are normalised and no bytecode is packed, so the same sources and wheels give the same
 bytes. Wheels are downloaded once per target into ``build/wheels/<target>/`` (pip, binary only, for
@@ -23,6 +28,7 @@ import os
 import platform
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -40,6 +46,10 @@ DEFAULT_DIST = ROOT / "dist"
 WHEEL_CACHE = ROOT / "build" / "wheels"
 DEPENDENCY_ZIP = "deps.zip"
 MANIFEST = "manifest.json"
+# The Kafka CA certificate, packed when present; its place in the dependency zip is the KAFKA_SSL_CAFILE
+# that infra/terraform/kafka.tf sets (a path relative to the directory that holds common/).
+KAFKA_CA_SOURCE = Path(__file__).resolve().parent / "kafka-ca.pem"
+KAFKA_CA_ARCNAME = "certs/kafka-ca.pem"
 
 # FunctionGraph's runtime string and the interpreter it stands for (docs/functiongraph.md, section 1).
 RUNTIME = "Python3.10"
@@ -412,12 +422,38 @@ def build_function_zip(name: str, dist: Path) -> Path:
     return write_zip(dist / f"{name}.zip", entries)
 
 
-def build_dependency_zip(wheels: Iterable[Path], dist: Path, name: str = DEPENDENCY_ZIP) -> Path:
+def kafka_ca_entries(source: Path = KAFKA_CA_SOURCE) -> dict[str, tuple[bytes, int]]:
+    """The Kafka CA certificate as a dependency-zip entry, or nothing when ``source`` does not exist.
+
+    Refused unless it is a PEM certificate an SSL context accepts, and refused if it holds a private
+    key: the functions only verify the brokers, and a key does not belong in a package."""
+    if not source.is_file():
+        return {}
+    data = source.read_bytes()
+    text = data.decode("ascii", errors="replace")
+    if "PRIVATE KEY-----" in text:
+        raise PackageError(f"{source} holds a private key; put only the CA certificate there")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise PackageError(f"{source} is not a PEM certificate (phy_ca.crt from the DMS console is)")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=text)
+    except (ssl.SSLError, ValueError) as error:  # ValueError: text that is not ASCII
+        raise PackageError(f"{source} is not a usable CA certificate: {error}") from error
+    return {KAFKA_CA_ARCNAME: (data, 0o644)}
+
+
+def build_dependency_zip(
+    wheels: Iterable[Path],
+    dist: Path,
+    name: str = DEPENDENCY_ZIP,
+    kafka_ca: Path = KAFKA_CA_SOURCE,
+) -> Path:
     entries: dict[str, tuple[bytes, int]] = {}
     owners: dict[str, str] = {}
     _merge(entries, tree_entries(COMMON_DIR, "common/"), "common/", owners)
     for wheel in wheels:
         _merge(entries, wheel_entries(wheel), wheel.name, owners)
+    _merge(entries, kafka_ca_entries(kafka_ca), kafka_ca.name, owners)
     return write_zip(dist / name, entries)
 
 
@@ -431,6 +467,7 @@ def build(
     functions: Iterable[str] | None = None,
     cache_root: Path = WHEEL_CACHE,
     log=print,
+    kafka_ca: Path = KAFKA_CA_SOURCE,
 ) -> dict:
     """Build every package into ``dist`` and write ``manifest.json``; return the manifest."""
     names = list(functions) if functions is not None else function_names()
@@ -446,10 +483,12 @@ def build(
         "initializer": "index.initializer",
         "functions": {name: _describe(build_function_zip(name, dist)) for name in names},
         "dependency": {
-            **_describe(build_dependency_zip(wheels, dist)),
+            **_describe(build_dependency_zip(wheels, dist, kafka_ca=kafka_ca)),
             "wheels": [wheel.name for wheel in wheels],
         },
     }
+    if kafka_ca.is_file():  # infra/terraform/kafka.tf checks this entry when kafka_sasl_ssl is on
+        manifest["dependency"]["kafka_ca"] = {"file": KAFKA_CA_ARCNAME, "sha256": sha256_file(kafka_ca)}
     (dist / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for name, info in sorted(manifest["functions"].items()):
         log(f"  {info['file']:<16} {info['size']:>10,} bytes  sha256 {info['sha256'][:16]}  ({name})")
@@ -457,6 +496,8 @@ def build(
     log(
         f"  {dep['file']:<16} {dep['size']:>10,} bytes  sha256 {dep['sha256'][:16]}  (common/ + {len(wheels)} wheels)"
     )
+    if "kafka_ca" in dep:
+        log(f"  {'':<16} + {KAFKA_CA_ARCNAME}, the Kafka CA certificate from {kafka_ca}")
     return manifest
 
 

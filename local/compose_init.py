@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from common.producer import client_security
 from common.settings import Settings
 from common.store import ReadingStore
 
@@ -46,7 +47,12 @@ def create_topic(settings: Settings, partitions: int) -> None:
             continue
     else:
         raise ConnectionError("no broker is listening")
-    create_topics(settings.kafka_bootstrap_servers, [settings.kafka_topic], partitions)
+    create_topics(
+        settings.kafka_bootstrap_servers,
+        [settings.kafka_topic],
+        partitions,
+        security=client_security(settings),
+    )
 
 
 def migrate(settings: Settings) -> int:

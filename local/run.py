@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from common.producer import client_security
 from common.settings import Settings
 from common.store import ReadingStore
 
@@ -81,7 +82,12 @@ class Stack:
 
     def prepare(self) -> Settings:
         settings = Settings.from_env(self.env)
-        create_topics(settings.kafka_bootstrap_servers, [settings.kafka_topic], self.partitions)
+        create_topics(
+            settings.kafka_bootstrap_servers,
+            [settings.kafka_topic],
+            self.partitions,
+            security=client_security(settings),
+        )
         store = ReadingStore(settings)
         store.migrate()
         store.close()

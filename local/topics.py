@@ -8,6 +8,7 @@ exist yet may not see it until a metadata refresh.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import kafka.errors
 from kafka.admin import KafkaAdminClient
@@ -15,14 +16,22 @@ from kafka.admin import KafkaAdminClient
 log = logging.getLogger(__name__)
 
 
-def create_topics(bootstrap_servers: str, names: list[str], partitions: int = 4) -> None:
+def create_topics(
+    bootstrap_servers: str,
+    names: list[str],
+    partitions: int = 4,
+    security: Mapping[str, object] | None = None,
+) -> None:
     """Create the topics if they are missing and wait until every partition has a leader.
 
+    ``security`` is ``common.producer.client_security(settings)`` for a broker that wants SASL_SSL.
     A topic that already exists is fine; any other broker error raises.
     """
     if not names:
         return
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="iot-admin")
+    admin = KafkaAdminClient(
+        **(security or {}), bootstrap_servers=bootstrap_servers.split(","), client_id="iot-admin"
+    )
     try:
         response = admin.create_topics(
             {name: {"num_partitions": partitions, "replication_factor": 1} for name in names},

@@ -20,6 +20,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
 from common import dms
+from common.producer import client_security
 from common.settings import Settings
 from functions import load_function
 
@@ -98,6 +99,8 @@ class TriggerLoop:
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
+            # SASL_SSL too, so the loop can consume from DMS when run on a machine in its VPC.
+            **client_security(self.settings),
             bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
             group_id=self.group_id,
             client_id="iot-trigger-loop",

@@ -1,7 +1,10 @@
 """A local fake of the FunctionGraph v2 API, the way moto fakes AWS: an HTTP server in a thread.
 
-It implements the endpoints the deploy command calls (docs/functiongraph.md, section 4)
-and checks every request the way the real service would:
+It implements the endpoints the deploy command calls (docs/functiongraph.md, section 4): code and
+dependency uploads, publishing, listing and deleting versions, reading, creating and moving aliases,
+reading, writing and listing asynchronous invocation configs, and sync invocations of ``latest``, a
+version or an alias. It checks every request the way the real
+service would, and flags what the deploy command must never do:
 
 * the path (``/v2/{project_id}/fgs/...``), the project id header and the function URN format;
 * the AK/SK signature: ``Authorization: SDK-HMAC-SHA256 Access=..., SignedHeaders=...,
@@ -9,11 +12,24 @@ and checks every request the way the real service would:
   algorithm below and by huaweicloudsdkcore's own signer, and must match both; ``X-Sdk-Date`` must
   be within 15 minutes;
 * uploads: a function's zip must unpack with ``index.py`` at its root (defining ``handler``), a
-  dependency zip must have its packages at its root (``common/`` for ours).
+  dependency zip must have its packages at its root (``common/`` for ours);
+* deletions: only a published version, never ``latest``, never the whole function, never through an
+  alias URN (the API would delete the version the alias points at), never a version an alias uses;
+* a function holds at most ``version_limit`` published versions, as FunctionGraph's quota does;
+* async invocation configs: written on a version URN only (never an alias, whose config would be some
+  version's), with the ranges the API documents.
 
-Invocations either return a canned result or, with ``execute=True``, really run the published code
-like FunctionGraph does: both zips unpacked, a fresh ``python -I -S`` with only them on the path,
-``initializer(context)`` then ``handler(event, context)``, the user data given to ``getUserData``.
+Async invocation configs are kept per version, as the API's paths say ("the asynchronous invocation
+setting of a function version", and a list "of a function's all versions"). Reading a version without one
+answers 404, the only error status the API reference documents for it; ``missing_async_config = "empty"``
+answers 200 with an empty config instead, the other plausible reading. Whether a published version
+really has its own config is unconfirmed: ``async_config_per_version = False`` makes every version share
+latest's, and refuses writing one on a published version. ``faults`` makes chosen calls fail.
+
+Invocations either return a canned result (a value, or a function of the event) or, with
+``execute=True``, really run the published code like FunctionGraph does: both zips unpacked, a fresh
+``python -I -S`` with only them on the path, ``initializer(context)`` then ``handler(event, context)``,
+the user data given to ``getUserData``.
 """
 
 from __future__ import annotations
@@ -43,6 +59,17 @@ URN = re.compile(
     r"(?::(?P<version>!?[\w.-]+))?"
 )
 MAX_SKEW_SECONDS = 15 * 60
+# The published versions a function may hold: the limits page says 20 including latest, the publish
+# API page says 10 (docs/functiongraph.md, section 4); the fake takes the smaller by default.
+DEFAULT_VERSION_LIMIT = 10
+# How the API writes times: "2019-10-31T11:37:58+08:00" in the documented examples.
+API_TIME = "%Y-%m-%dT%H:%M:%S+08:00"
+# Async invocation config: the ranges and defaults of the API's PUT (functiongraph_06_0142) and the
+# destination types of its FuncDestinationConfig.
+ASYNC_MAX_AGE = (1, 86400)
+ASYNC_RETRIES = (0, 3)
+ASYNC_DEFAULTS = {"max_async_event_age_in_seconds": 3600, "max_async_retry_attempts": 1}
+ASYNC_DESTINATIONS = {"OBS", "SMN", "DIS", "FunctionGraph"}
 
 # Runs one invocation in a clean interpreter: argv = code dir, dependency dirs...; stdin = event.
 RUNNER = r"""
@@ -117,9 +144,13 @@ class Function:
     code_filename: str = ""
     depend_version_list: list[str] = field(default_factory=list)
     user_data: dict = field(default_factory=dict)
-    versions: dict[str, dict] = field(default_factory=dict)  # name -> {"code", "depends"}
+    versions: dict[str, dict] = field(default_factory=dict)  # name -> {"code", "depends", "description", ...}
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> version
+    alias_descriptions: dict[str, str] = field(default_factory=dict)  # alias -> description
+    alias_weights: dict[str, dict[str, int]] = field(default_factory=dict)  # alias -> {version: percent}
     invocations: list[dict] = field(default_factory=list)
+    deleted_versions: list[str] = field(default_factory=list)
+    async_configs: dict[str, dict] = field(default_factory=dict)  # "latest" or version -> the config
 
 
 @dataclass
@@ -218,14 +249,23 @@ class FakeFunctionGraph:
         region: str = "ap-southeast-1",
         execute: bool = False,
         python: str = sys.executable,
+        version_limit: int = DEFAULT_VERSION_LIMIT,
     ):
         self.ak, self.sk, self.project_id, self.region = ak, sk, project_id, region
         self.execute = execute
         self.python = python
+        self.version_limit = version_limit
         self.functions: dict[str, Function] = {}
         self.dependencies: dict[str, Dependency] = {}
         self.requests: list[Recorded] = []
+        # function name -> result, or a function of the event returning one (without execute=True)
         self.canned: dict[str, object] = {}
+        self.canned_logs: dict[str, str] = {}  # function name -> the log tail a canned invocation returns
+        self.async_config_per_version = True  # False: every version shares latest's config
+        self.missing_async_config = "404"  # or "empty": what reading a version without a config answers
+        # (method, action) -> the error that call answers, e.g. ("PUT", "async-invoke-config")
+        self.faults: dict[tuple[str, str], FakeError] = {}
+        self._clock = time.time()  # versions published by the fake get increasing times
         self._lock = threading.Lock()
         self._work = Path(tempfile.mkdtemp(prefix="fake-fg-"))
         self._server: ThreadingHTTPServer | None = None
@@ -235,6 +275,21 @@ class FakeFunctionGraph:
     def add_function(self, name: str, **fields) -> Function:
         self.functions[name] = Function(name=name, **fields)
         return self.functions[name]
+
+    def add_version(self, fn: Function, name: str, description: str = "") -> None:
+        """Publish ``name`` from the function's current code, as the API does."""
+        self._clock += 1
+        fn.versions[name] = {
+            "code": fn.code,
+            "depends": list(fn.depend_version_list),
+            "description": description,
+            "last_modified": time.strftime(API_TIME, time.gmtime(self._clock + 8 * 3600)),
+        }
+
+    def set_async_config(self, fn: Function, version: str = "latest", **config) -> dict:
+        """Give ``version`` an async invocation config, as Terraform's resource does for latest."""
+        fn.async_configs[version] = self._async_config(fn, version, config)
+        return fn.async_configs[version]
 
     def add_dependency(self, name: str, data: bytes, runtime: str = "Python3.10") -> Dependency:
         version = 1 + max((d.version for d in self.dependencies.values() if d.name == name), default=0)
@@ -297,7 +352,7 @@ class FakeFunctionGraph:
             self.requests.append(record)
         try:
             self._authenticate(http, split.path, split.query, body)
-            status, payload = self._route(http.command, split.path, body)
+            status, payload = self._route(http.command, split.path, split.query, body)
         except FakeError as error:
             status, payload = error.status, {"error_code": error.code, "error_msg": error.message}
             if error.violation:
@@ -306,7 +361,7 @@ class FakeFunctionGraph:
             status, payload = 500, {"error_code": "FAKE.500", "error_msg": repr(error)}
             record.problem = repr(error)
         record.status = status
-        data = json.dumps(payload).encode()
+        data = b"" if status == 204 else json.dumps(payload).encode()  # 204: no body, as HTTP says
         http.send_response(status)
         http.send_header("Content-Type", "application/json")
         http.send_header("Content-Length", str(len(data)))
@@ -349,7 +404,7 @@ class FakeFunctionGraph:
         if http.headers.get("X-Project-Id") not in (None, self.project_id):
             raise FakeError(403, "APIGW.0302", "X-Project-Id is not this project")
 
-    def _route(self, method: str, raw_path: str, body: bytes) -> tuple[int, object]:
+    def _route(self, method: str, raw_path: str, query: str, body: bytes) -> tuple[int, object]:
         path = unquote(raw_path)
         prefix = f"/v2/{self.project_id}/fgs/"
         if not path.startswith(prefix):
@@ -359,27 +414,47 @@ class FakeFunctionGraph:
         if method == "POST" and rest == "dependencies/version":
             return 200, self._create_dependency(data)
         match = re.fullmatch(
-            r"functions/(?P<urn>[^/]+)/(?P<action>code|versions|invocations|aliases)(?:/(?P<alias>[^/]+))?",
+            r"functions/(?P<urn>[^/]+)"
+            r"(?:/(?P<action>code|versions|invocations|aliases|async-invoke-configs?)(?:/(?P<alias>[^/]+))?)?",
             rest,
         )
         if not match:
             raise FakeError(404, "FSS.0404", f"no such API {method} {path}")
         fn, version = self._function(match["urn"])
         action, alias = match["action"], match["alias"]
+        fault = self.faults.get((method, action or ""))
+        if fault is not None:
+            raise fault
         with self._lock:
+            if action is None and method == "DELETE":
+                return 204, self._delete_version(fn, version, match["urn"])
             if action == "code" and method == "GET":
                 return 200, self._code_info(fn)
             if action == "code" and method == "PUT":
                 return 200, self._update_code(fn, version, data)
             if action == "versions" and method == "POST":
                 return 200, self._publish(fn, version, data)
+            if action == "versions" and method == "GET":
+                return 200, self._list_versions(fn, dict(parse_qsl(query)))
+            if action == "aliases" and method == "GET" and alias is None:
+                return 200, [self._describe_alias(fn, name) for name in fn.aliases]
+            if action == "aliases" and method == "GET":
+                if alias not in fn.aliases:
+                    raise FakeError(404, "FSS.1052", f"alias {alias} not found", violation=False)
+                return 200, self._describe_alias(fn, alias)
             if action == "aliases" and method == "POST" and alias is None:
                 return 200, self._alias(fn, data.get("name"), data, create=True)
             if action == "aliases" and method == "PUT" and alias:
                 return 200, self._alias(fn, alias, data, create=False)
+            if action == "async-invoke-config" and method == "GET" and alias is None:
+                return 200, self._show_async_config(fn, version)
+            if action == "async-invoke-config" and method == "PUT" and alias is None:
+                return 200, self._update_async_config(fn, version, data)
+            if action == "async-invoke-configs" and method == "GET" and alias is None:
+                return 200, self._list_async_configs(fn, dict(parse_qsl(query)))
         if action == "invocations" and method == "POST":
             return 200, self._invoke(fn, version, data)
-        raise FakeError(405, "FSS.0405", f"{method} not allowed on {action}")
+        raise FakeError(405, "FSS.0405", f"{method} not allowed on {action or 'a function'}")
 
     # ------------------------------------------------------------------ the API
 
@@ -453,12 +528,69 @@ class FakeFunctionGraph:
             raise FakeError(400, "FSS.0400", f"bad version name {name!r}")
         if name in fn.versions:
             raise FakeError(409, "FSS.0409", f"version {name} exists")
-        fn.versions[name] = {"code": fn.code, "depends": list(fn.depend_version_list)}
+        if len(fn.versions) >= self.version_limit:
+            raise FakeError(
+                400, "FSS.0412", f"{fn.name} already has {len(fn.versions)} versions, the most allowed"
+            )
+        self.add_version(fn, name, data.get("description", ""))
         return {
             "func_urn": self.urn(fn.name, name),
             "func_name": fn.name,
             "version": name,
             "runtime": fn.runtime,
+        }
+
+    def _describe_version(self, fn: Function, name: str) -> dict:
+        info = fn.versions.get(name, {})
+        return {
+            "func_urn": self.urn(fn.name, name),
+            "func_name": fn.name,
+            "runtime": fn.runtime,
+            "version": name,
+            "last_modified": info.get("last_modified", time.strftime(API_TIME)),
+        }
+
+    def _list_versions(self, fn: Function, query: dict) -> dict:
+        """``latest`` first, then the published versions in the order they were published."""
+        names = ["latest", *fn.versions]
+        start = int(query.get("marker") or 0)
+        size = int(query.get("maxitems") or 400)
+        page = names[start : start + size]
+        next_marker = start + len(page) if start + len(page) < len(names) else len(names)
+        return {
+            "versions": [self._describe_version(fn, name) for name in page],
+            "next_marker": next_marker,
+            "count": len(names),
+        }
+
+    def _delete_version(self, fn: Function, version: str, urn: str) -> None:
+        if not URN.fullmatch(urn)["version"]:
+            raise FakeError(
+                400, "FSS.0400", f"{urn} names the whole function: deleting it deletes every version"
+            )
+        if version.startswith("!"):
+            raise FakeError(
+                400, "FSS.0400", f"{urn} is an alias: deleting it deletes the version it points at"
+            )
+        if version == "latest":
+            raise FakeError(400, "FSS.0400", "latest cannot be deleted")
+        if version not in fn.versions:
+            raise FakeError(404, "FSS.1051", f"version {version} of {fn.name} not found", violation=False)
+        users = [a for a, v in fn.aliases.items() if v == version or version in fn.alias_weights.get(a, {})]
+        if users:
+            raise FakeError(400, "FSS.0400", f"version {version} is used by alias {', '.join(users)}")
+        del fn.versions[version]
+        fn.async_configs.pop(version, None)
+        fn.deleted_versions.append(version)
+
+    def _describe_alias(self, fn: Function, alias: str) -> dict:
+        return {
+            "name": alias,
+            "version": fn.aliases[alias],
+            "description": fn.alias_descriptions.get(alias, ""),
+            "last_modified": time.strftime(API_TIME),
+            "alias_urn": self.urn(fn.name, "!" + alias),
+            "additional_version_weights": fn.alias_weights.get(alias, {}),
         }
 
     def _alias(self, fn: Function, alias: str | None, data: dict, create: bool) -> dict:
@@ -470,12 +602,84 @@ class FakeFunctionGraph:
         if not create and alias not in fn.aliases:
             raise FakeError(404, "FSS.1052", f"alias {alias} not found", violation=False)
         fn.aliases[alias] = version
-        urn = self.urn(fn.name, "!" + alias)
+        fn.alias_descriptions[alias] = data.get("description", "")
+        return self._describe_alias(fn, alias)
+
+    # ------------------------------------------------------------------ async invocation config
+
+    def _config_version(self, fn: Function, version: str) -> str:
+        """Which stored config a version URN reads: its own, or latest's when configs are per function."""
+        if version.startswith("!"):
+            raise FakeError(
+                400, "FSS.0400", f"alias {version[1:]}: its async config is the config of a version"
+            )
+        if version != "latest" and version not in fn.versions:
+            raise FakeError(404, "FSS.1052", f"version {version} of {fn.name} not found")
+        return version if self.async_config_per_version else "latest"
+
+    def _show_async_config(self, fn: Function, version: str) -> dict:
+        config = fn.async_configs.get(self._config_version(fn, version))
+        if config is not None:
+            return {**config, "func_urn": self.urn(fn.name, version)}
+        if self.missing_async_config == "empty":
+            return {}
+        raise FakeError(
+            404, "FSS.0404", f"{fn.name}:{version} has no async invocation config", violation=False
+        )
+
+    def _update_async_config(self, fn: Function, version: str, data: dict) -> dict:
+        stored = self._config_version(fn, version)
+        if stored != version:
+            raise FakeError(400, "FSS.0400", f"the async invocation config of {fn.name} is set on latest")
+        fn.async_configs[version] = self._async_config(fn, version, data)
+        return {**fn.async_configs[version], "func_urn": self.urn(fn.name, version)}
+
+    def _async_config(self, fn: Function, version: str, data: dict) -> dict:
+        config = {**ASYNC_DEFAULTS, **{k: v for k, v in data.items() if k in ASYNC_DEFAULTS}}
+        for key, (low, high) in (
+            ("max_async_event_age_in_seconds", ASYNC_MAX_AGE),
+            ("max_async_retry_attempts", ASYNC_RETRIES),
+        ):
+            if not isinstance(config[key], int) or not low <= config[key] <= high:
+                raise FakeError(400, "FSS.0400", f"{key} must be {low}-{high}, not {config[key]!r}")
+        targets = data.get("destination_config") or {}
+        unknown = sorted(set(targets) - {"on_success", "on_failure"})
+        if unknown:
+            raise FakeError(400, "FSS.0400", f"unknown destination_config keys {unknown}")
+        for key, target in targets.items():
+            if target.get("destination") not in ASYNC_DESTINATIONS:
+                raise FakeError(
+                    400, "FSS.0400", f"{key}.destination must be one of {sorted(ASYNC_DESTINATIONS)}"
+                )
+            try:
+                json.loads(target.get("param") or "")
+            except ValueError:
+                raise FakeError(400, "FSS.0400", f"{key}.param must be JSON text") from None
+        config["destination_config"] = {key: dict(target) for key, target in targets.items()}
+        if "enable_async_status_log" in data:
+            config["enable_async_status_log"] = bool(data["enable_async_status_log"])
+        now = time.strftime(API_TIME, time.gmtime(time.time() + 8 * 3600))
+        previous = fn.async_configs.get(version)
+        config["created_time"] = previous["created_time"] if previous else now
+        config["last_modified"] = now
+        return config
+
+    def _list_async_configs(self, fn: Function, query: dict) -> dict:
+        """Every version's config, latest first; ``marker`` and ``limit`` (default 10, at most 100)."""
+        names = [name for name in ["latest", *fn.versions] if name in fn.async_configs]
+        start = int(query.get("marker") or 0)
+        limit = min(int(query.get("limit") or 0) or 10, 100)
+        page = names[start : start + limit]
         return {
-            "name": alias,
-            "version": version,
-            "alias_urn": urn,
-            "description": data.get("description", ""),
+            "async_invoke_configs": [
+                {**fn.async_configs[name], "func_urn": self.urn(fn.name, name)} for name in page
+            ],
+            "count": len(names),
+            "page_info": {
+                "next_marker": start + len(page),
+                "previous_marker": start,
+                "current_count": len(page),
+            },
         }
 
     def _invoke(self, fn: Function, version: str, event: object) -> dict:
@@ -491,7 +695,10 @@ class FakeFunctionGraph:
         fn.invocations.append({"version": version, "event": event, "request_id": request_id})
         if not self.execute:
             result = self.canned.get(fn.name, {"ok": True})
-            return {"request_id": request_id, "result": json.dumps(result), "log": "", "status": 200}
+            if callable(result):
+                result = result(event)
+            log = self.canned_logs.get(fn.name, "")
+            return {"request_id": request_id, "result": json.dumps(result), "log": log, "status": 200}
         result, log = self._run(fn, code, depends, event, request_id)
         return {"request_id": request_id, "result": json.dumps(result), "log": log[-4000:], "status": 200}
 

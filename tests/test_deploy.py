@@ -1,11 +1,12 @@
-"""The deploy command, run for real (``python -m deploy deploy``) against a local fake FunctionGraph.
+"""The deploy command, run for real (``python -m deploy deploy|rollback``) against a local fake FunctionGraph.
 
 The real huaweicloudsdkcore/huaweicloudsdkfunctiongraph client is pointed at the fake with
 HUAWEICLOUD_FUNCTIONGRAPH_ENDPOINT. The fake checks every request (paths, the AK/SK signature
-recomputed two ways, the zips' layout) and, like FunctionGraph, runs the published code for the smoke
-invocations: the packages unpacked, a clean interpreter, the initializer and the handler, with user
-data naming this test run's real PostgreSQL, Redis and Kafka. The test checks what the command
-reports and what the fake was asked to do.
+recomputed two ways, the zips' layout, what may be deleted) and, like FunctionGraph, can run the
+published code for the smoke invocations: the packages unpacked, a clean interpreter, the initializer
+and the handler, with user data naming this test run's real PostgreSQL, Redis and Kafka. Each account
+starts as Terraform's first apply leaves it: version v1 published and alias ``live`` on it, and the
+consumer's async invocation config on its latest URN only.
 """
 
 from __future__ import annotations
@@ -17,13 +18,27 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from common import consume
+from common.dms import build_event
+from common.readings import SMOKE_DEVICE_ID, Reading, encode_message
 from deploy import package
-from deploy.fgdeploy import Credentials, function_urn
-from tests.fake_functiongraph import FakeFunctionGraph, canonical_request, check_code_zip, signature
+from deploy.aliases import AliasState, PublishedVersion, protected_versions, versions_to_delete
+from deploy.fgclient import Credentials, function_urn, make_client
+from functions import load_function
+from local.context import LocalContext
+from tests.fake_functiongraph import (
+    FakeError,
+    FakeFunctionGraph,
+    canonical_request,
+    check_code_zip,
+    signature,
+)
 
 ROOT = package.ROOT
 AK, SK, PROJECT, REGION = (
@@ -33,6 +48,18 @@ AK, SK, PROJECT, REGION = (
     "ap-southeast-1",
 )
 PREFIX = "iot"
+TERRAFORM_ALIAS_NOTE = "what APIG and the Kafka trigger call; moved by python -m deploy"
+# What infra/terraform/functions.tf sets on the consumer's URN (variables at their defaults).
+FAILURE_DESTINATION = {"bucket": "iot-artifacts-test", "prefix": "consumer-failures", "expires": 30}
+CONSUMER_ASYNC_CONFIG = {
+    "max_async_retry_attempts": 3,
+    "max_async_event_age_in_seconds": 3600,
+    "enable_async_status_log": True,
+    "destination_config": {
+        "on_failure": {"destination": "OBS", "param": json.dumps(FAILURE_DESTINATION)},
+    },
+}
+SMOKE_TESTS = 6  # consumer 1, ingest 1, query 3, dashboard 1
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +71,11 @@ def dist(tmp_path_factory) -> Path:
 
 
 def fake_env(fake: FakeFunctionGraph | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_", "HW_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HUAWEICLOUD_", "HW_", "IOT_SMOKE_TOKEN", "IOT_FAILURE_BUCKET"))
+    }
     env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     if fake is not None:
         env.update(
@@ -58,9 +89,9 @@ def fake_env(fake: FakeFunctionGraph | None, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_deploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def run_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deploy", "deploy", *args],
+        [sys.executable, "-m", "deploy", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -69,21 +100,8 @@ def run_deploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def make_fake(service_env: dict[str, str], execute: bool = True) -> FakeFunctionGraph:
-    """An account with the four functions Terraform would have created, on an older dependency."""
-    fake = FakeFunctionGraph(AK, SK, PROJECT, REGION, execute=execute)
-    old_common = fake.add_dependency(f"{PREFIX}-common", _zip({"common/__init__.py": b""}))
-    other = fake.add_dependency("other-lib", _zip({"otherlib/__init__.py": b""}))
-    for name in package.function_names():
-        fake.add_function(
-            f"{PREFIX}-{name}",
-            code=_zip({"index.py": b"def handler(event, context):\n    return 'old'\n"}),
-            code_filename=f"{name}.zip",
-            depend_version_list=[other.id, old_common.id],
-            user_data={**service_env, "AUTH_ENABLED": "true", "DEMO_MODE": "false"},  # as Terraform sets them
-        )
-    fake.old_common, fake.other = old_common, other
-    return fake
+def run_deploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return run_command(env, "deploy", *args)
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
@@ -94,15 +112,81 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-# ---------------------------------------------------------------- the whole deployment
+def make_fake(service_env: dict[str, str], execute: bool = True, **fake_options) -> FakeFunctionGraph:
+    """An account with the four functions as Terraform's first apply leaves them: v1 published on an
+    older dependency, alias live on v1, the consumer's async invocation config on latest."""
+    fake = FakeFunctionGraph(AK, SK, PROJECT, REGION, execute=execute, **fake_options)
+    old_common = fake.add_dependency(f"{PREFIX}-common", _zip({"common/__init__.py": b""}))
+    other = fake.add_dependency("other-lib", _zip({"otherlib/__init__.py": b""}))
+    for name in package.function_names():
+        fn = fake.add_function(
+            f"{PREFIX}-{name}",
+            code=_zip({"index.py": b"def handler(event, context):\n    return 'old'\n"}),
+            code_filename=f"{name}.zip",
+            depend_version_list=[other.id, old_common.id],
+            user_data={**service_env, "AUTH_ENABLED": "true", "DEMO_MODE": "false"},  # as Terraform sets them
+        )
+        fake.add_version(fn, "v1", "published by Terraform on the first apply")
+        fn.aliases["live"] = "v1"
+        fn.alias_descriptions["live"] = TERRAFORM_ALIAS_NOTE
+        fake.canned[fn.name] = healthy
+    fake.set_async_config(fake.functions[f"{PREFIX}-consumer"], "latest", **CONSUMER_ASYNC_CONFIG)
+    fake.old_common, fake.other = old_common, other
+    return fake
 
 
-def test_deploy_updates_publishes_aliases_and_smoke_tests_every_function(dist, service_env):
+def apig_response(status: int, body: object, content_type: str = "application/json") -> dict:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_type},
+        "body": text,
+        "isBase64Encoded": False,
+    }
+
+
+def healthy(event: dict) -> object:
+    """What a working function answers each smoke event with (for the fake's canned invocations)."""
+    if "records" in event:
+        return {"messages": 1, "readings": 1, "stored": 1, "duplicates": 0, "rejected": 0}
+    path = event["path"]
+    if path == "/":
+        return apig_response(200, "<!doctype html><html></html>", "text/html")
+    if path == "/api/device/data":
+        return apig_response(200, {"message": "Device data submitted successfully"})
+    if path.endswith("/latest"):
+        return apig_response(200, {"device_id": SMOKE_DEVICE_ID, "last_updated": "2026-01-01T00:00:00+00:00"})
+    return apig_response(200, {"status": "ready"})
+
+
+def async_settings_of(fake: FakeFunctionGraph, function: str, version: str) -> dict | None:
+    """What the fake holds for one version: retries, max age, destinations and status log."""
+    config = fake.functions[f"{PREFIX}-{function}"].async_configs.get(version)
+    if config is None:
+        return None
+    keys = ("max_async_retry_attempts", "max_async_event_age_in_seconds", "enable_async_status_log")
+    targets = {
+        key: (t["destination"], json.loads(t["param"])) for key, t in config["destination_config"].items()
+    }
+    return {**{key: config.get(key) for key in keys}, **targets}
+
+
+def api_calls(fake: FakeFunctionGraph, function: str) -> list[str]:
+    """The API calls made for one function, as "METHOD path-after-/fgs/"."""
+    return [f"{r.method} {r.path.split('/fgs/', 1)[1]}" for r in fake.requests if f":{function}:" in r.path]
+
+
+# ---------------------------------------------------------------- deploy
+
+
+def test_deploy_smoke_tests_each_new_version_on_its_own_urn_before_moving_live(dist, service_env, runtime):
+    token = runtime.tokens.register(SMOKE_DEVICE_ID)  # with auth on, ingest's smoke reading needs one
     with make_fake(service_env) as fake:
-        result = run_deploy(fake_env(fake), "--dist", str(dist), "--alias", "live", "--version", "v42")
+        result = run_deploy(fake_env(fake, IOT_SMOKE_TOKEN=token), "--dist", str(dist), "--version", "v42")
         out = result.stdout
         assert result.returncode == 0, out + result.stderr
         assert fake.problems == [], fake.problems
+        assert result.stderr == "", "no warnings either (the SDK's about the API's times are handled)"
         manifest = json.loads((dist / "manifest.json").read_text())
 
         # The dependency: deps.zip published as a new version of iot-common, byte for byte.
@@ -117,78 +201,304 @@ def test_deploy_updates_publishes_aliases_and_smoke_tests_every_function(dist, s
             assert fn.code == (dist / f"{name}.zip").read_bytes()
             assert fn.depend_version_list == [fake.other.id, new[0].id]
             assert f"{name}: code updated on {urn}" in out
-            # a version with that code, the alias on it
-            assert fn.versions["v42"]["code"] == fn.code and fn.aliases == {"live": "v42"}
-            assert f"{name}: published version v42" in out and f"{name}: alias live created on v42" in out
-            # smoke invocations ran the published version for real
-            assert fn.invocations and {i["version"] for i in fn.invocations} == {"v42"}
             assert f"sha256 {manifest['functions'][name]['sha256'][:12]}" in out
+            # the new version runs the new code; live moved to it and remembers v1 for a rollback
+            assert fn.versions["v42"]["code"] == fn.code
+            assert fn.aliases == {"live": "v42"} and "previous=v1" in fn.alias_descriptions["live"]
+            assert f"{name}: alias live moved from v1 to v42" in out
+            # smoke invocations ran the published version for real, never latest or the alias
+            assert fn.invocations and {i["version"] for i in fn.invocations} == {"v42"}
 
-        assert "ingest: smoke POST /api/device/data (no token, no body) on v42: ok (status 401" in out
+        assert "consumer: smoke Kafka batch with one smoke reading on v42: ok (stored;" in out
+        assert (
+            "ingest: smoke POST /api/device/data (smoke device) on v42: ok (status 200: queued, Kafka" in out
+        )
         assert "query: smoke GET /health on v42: ok (status 200" in out
         assert "query: smoke GET /ready on v42: ok (status 200" in out, "PostgreSQL, Redis and Kafka reached"
+        assert f"query: smoke GET /api/device/{SMOKE_DEVICE_ID}/latest on v42: ok (status 200" in out
         assert "dashboard: smoke GET / on v42: ok (status 200" in out
-        assert 'consumer: smoke empty Kafka batch on v42: ok ({"messages": 0' in out
-        assert out.strip().splitlines()[-1] == "deployed 4/4 function(s); smoke tests 5/5 passed"
+        assert (
+            out.strip().splitlines()[-1]
+            == f"deployed 4/4 function(s); smoke tests {SMOKE_TESTS}/{SMOKE_TESTS} passed"
+        )
+        # the consumer's smoke reading is really stored, under the smoke device
+        assert [v.metric_type for v in runtime.store.latest(SMOKE_DEVICE_ID)] == ["voltage"]
 
-        # The API calls, in order, for one function: what the SDK sent, signed, to which paths.
-        paths = [f"{r.method} {r.path.split('/fgs/', 1)[1]}" for r in fake.requests if "iot-query" in r.path]
+        # The order for one function: the alias read, the code, the version, its smoke tests on the
+        # version URN, and only then the alias moved; then the versions and aliases read for pruning.
         urn = function_urn(REGION, PROJECT, "default", "iot-query")
-        assert paths == [
+        v42 = urn.rsplit(":", 1)[0] + ":v42"
+        assert api_calls(fake, "iot-query") == [
+            f"GET functions/{urn}/aliases/live",
             f"GET functions/{urn}/code",
             f"PUT functions/{urn}/code",
             f"POST functions/{urn}/versions",
+            f"GET functions/{urn}/async-invoke-config",
+            f"POST functions/{v42}/invocations",
+            f"POST functions/{v42}/invocations",
+            f"POST functions/{v42}/invocations",
             f"PUT functions/{urn}/aliases/live",
-            f"POST functions/{urn}/aliases",
-            f"POST functions/{urn.rsplit(':', 1)[0]}:v42/invocations",
-            f"POST functions/{urn.rsplit(':', 1)[0]}:v42/invocations",
+            f"GET functions/{urn}/versions",
+            f"GET functions/{urn}/aliases",
         ]
+        # The consumer's v42 got latest's async config before anything invoked it or the alias moved.
+        assert async_settings_of(fake, "consumer", "v42") == async_settings_of(fake, "consumer", "latest")
+        consumer = function_urn(REGION, PROJECT, "default", "iot-consumer")
+        consumer_v42 = consumer.rsplit(":", 1)[0] + ":v42"
+        calls = api_calls(fake, "iot-consumer")
+        assert (
+            calls.index(f"PUT functions/{consumer_v42}/async-invoke-config")
+            < calls.index(f"POST functions/{consumer_v42}/invocations")
+            < calls.index(f"PUT functions/{consumer}/aliases/live")
+        )
+        assert (
+            "consumer: async invocation config of latest copied to v42 (retries 3, max event age 3600 s"
+            in out
+        )
         assert all(
             r.headers["Authorization"].startswith(f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=")
             for r in fake.requests
         )
 
-        # A second deployment moves the alias, keeps the dependency when asked, smoke tests skipped.
+        # A second deployment: live moves on and remembers v42; keeping one newest version, v1 (no
+        # longer what live would roll back to) is deleted, v42 (the rollback target) is kept.
         again = run_deploy(
-            fake_env(fake),
+            fake_env(fake, IOT_SMOKE_TOKEN=token),
             "--dist",
             str(dist),
-            "--alias",
-            "live",
             "--version",
             "v43",
             "--keep-dependency",
-            "--no-smoke",
+            "--keep-versions",
+            "1",
         )
         assert again.returncode == 0, again.stdout + again.stderr
-        assert "query: alias live moved to v43" in again.stdout
-        assert fake.functions["iot-query"].depend_version_list == [fake.other.id, new[0].id]
+        assert fake.problems == [], fake.problems
+        assert "query: alias live moved from v42 to v43" in again.stdout
+        assert "query: deleted old version(s) v1; kept v42, v43" in again.stdout
+        query = fake.functions["iot-query"]
+        assert query.depend_version_list == [fake.other.id, new[0].id]
+        assert set(query.versions) == {"v42", "v43"} and query.deleted_versions == ["v1"]
+        assert "previous=v42" in query.alias_descriptions["live"]
         assert len([d for d in fake.dependencies.values() if d.name == "iot-common"]) == 2
-        assert again.stdout.strip().splitlines()[-1] == "deployed 4/4 function(s)"
 
 
-def test_a_failing_smoke_test_fails_the_command(dist, service_env):
+def test_a_failing_smoke_test_moves_no_alias_and_shows_the_log_tail(dist, service_env):
     with make_fake(service_env, execute=False) as fake:
-        fake.canned["iot-query"] = {
-            "statusCode": 503,
-            "headers": {},
-            "body": '{"error": "down"}',
-            "isBase64Encoded": False,
+
+        def ready_fails(event: dict) -> object:
+            if event.get("path") == "/ready":
+                return apig_response(503, {"status": "unavailable", "checks": {"postgres": {"ok": False}}})
+            return healthy(event)
+
+        fake.canned["iot-query"] = ready_fails
+        fake.canned["iot-dashboard"] = {
+            "errorMessage": "No module named 'common'",
+            "errorType": "ImportError",
         }
-        fake.canned["iot-dashboard"] = "not an APIG response"
-        result = run_deploy(
-            fake_env(fake), "--dist", str(dist), "--functions", "query,dashboard", "--version", "v1"
+        fake.canned_logs["iot-query"] = (
+            "\n".join(f"line {n}" for n in range(1, 31)) + "\nPostgreSQL unavailable"
         )
+        result = run_deploy(fake_env(fake), "--dist", str(dist), "--version", "v2")
+        out = result.stdout
+        assert result.returncode == 1, out + result.stderr
+        assert fake.problems == [], fake.problems
+        assert "query: smoke GET /ready on v2: FAILED: status 503" in out
+        assert (
+            "dashboard: smoke GET / on v2: FAILED: the function raised ImportError: No module named 'common'"
+            in out
+        )
+        lines = out.splitlines()
+        failed_at = next(i for i, line in enumerate(lines) if "GET /ready on v2: FAILED" in line)
+        assert lines[failed_at + 1 : failed_at + 21] == [f"    log: line {n}" for n in range(12, 31)] + [
+            "    log: PostgreSQL unavailable"
+        ]
+        # The other functions passed, and were published, but no alias moved: not even theirs.
+        assert "ingest: smoke POST /api/device/data (smoke device) on v2: ok" in out
+        assert (
+            "no alias moved: live stays where it was (consumer v1, dashboard v1, ingest v1, query v1)" in out
+        )
+        for fn in fake.functions.values():
+            assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
+            assert fn.alias_descriptions["live"] == TERRAFORM_ALIAS_NOTE
+        assert not [r for r in fake.requests if r.method in ("PUT", "POST") and "/aliases" in r.path]
+        assert lines[-1] == f"FAILED: 2 problem(s); smoke tests {SMOKE_TESTS - 2}/{SMOKE_TESTS} passed"
+
+
+def test_one_function_that_cannot_publish_keeps_every_alias_where_it_was(dist, service_env):
+    with make_fake(service_env, execute=False, version_limit=1) as fake:
+        del fake.functions["iot-ingest"].versions["v1"]  # the only one that still has room
+        fake.functions["iot-ingest"].aliases.clear()
+        result = run_deploy(fake_env(fake), "--dist", str(dist), "--version", "v2", "--no-smoke")
     assert result.returncode == 1
-    assert "query: smoke GET /health on v1: FAILED: status 503" in result.stdout
-    assert "dashboard: smoke GET / on v1: FAILED: not an APIG response" in result.stdout
-    assert result.stdout.strip().splitlines()[-1] == "deployed 2/2 function(s); smoke tests 0/3 passed"
+    assert "consumer: FAILED: HTTP 400 FSS.0412 iot-consumer already has 1 versions" in result.stdout
+    assert "ingest: published version v2 (no alias live yet)" in result.stdout
+    assert fake.functions["iot-ingest"].aliases == {}, "not even the function that published"
+    assert all(fn.aliases.get("live") == "v1" for name, fn in fake.functions.items() if name != "iot-ingest")
+
+
+# ---------------------------------------------------------------- async invocation config per version
+
+
+@pytest.mark.parametrize("missing", ["404", "empty"])
+def test_the_consumers_new_version_gets_latests_async_config_before_its_alias_moves(
+    dist, service_env, missing
+):
+    """Whether a version without a config of its own answers 404 (documented) or an empty config, the
+    consumer's new version gets latest's retries, max age, destination and status log; the functions
+    without a config on latest get none, and nothing is written for them."""
+    from huaweicloudsdkfunctiongraph import v2
+
+    with make_fake(service_env, execute=False) as fake:
+        fake.missing_async_config = missing
+        result = run_deploy(fake_env(fake), "--dist", str(dist), "--version", "v2", "--keep-dependency")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert fake.problems == [], fake.problems
+        latest = async_settings_of(fake, "consumer", "latest")
+        assert latest == {
+            "max_async_retry_attempts": 3,
+            "max_async_event_age_in_seconds": 3600,
+            "enable_async_status_log": True,
+            "on_failure": ("OBS", FAILURE_DESTINATION),
+        }
+        assert async_settings_of(fake, "consumer", "v2") == latest
+        assert async_settings_of(fake, "consumer", "v1") is None, "Terraform's v1 never had one"
+        assert (
+            "consumer: async invocation config of latest copied to v2 (retries 3, max event age 3600 s, "
+            'on_failure OBS {"bucket": "iot-artifacts-test", "expires": 30, "prefix": "consumer-failures"}, '
+            "status log on)" in result.stdout
+        )
+        assert fake.functions["iot-consumer"].aliases["live"] == "v2"
+        for name in ("ingest", "query", "dashboard"):
+            assert fake.functions[f"{PREFIX}-{name}"].async_configs == {}
+            assert not [
+                c for c in api_calls(fake, f"{PREFIX}-{name}") if c.startswith("PUT") and "async" in c
+            ]
+            assert f"{name}: async invocation config" not in result.stdout
+
+        # What the provider's data source would list: both versions, with the same settings.
+        client = make_client(Credentials(AK, SK, PROJECT, REGION, fake.url))
+        listed = client.list_function_async_invoke_config(
+            v2.ListFunctionAsyncInvokeConfigRequest(function_urn=fake.urn("iot-consumer"), limit="100")
+        )
+        assert [c.func_urn.rsplit(":", 1)[1] for c in listed.async_invoke_configs] == ["latest", "v2"]
+        assert {c.destination_config.on_failure.param for c in listed.async_invoke_configs} == {
+            json.dumps(FAILURE_DESTINATION)
+        }
+
+
+def test_no_config_is_written_when_the_version_already_has_latests(dist, service_env):
+    """If the platform keeps one config per function after all, every version already reports latest's
+    and the deploy writes nothing (the fake then refuses a write on a version)."""
+    with make_fake(service_env, execute=False) as fake:
+        fake.async_config_per_version = False
+        result = run_deploy(fake_env(fake), "--dist", str(dist), "--version", "v2", "--keep-dependency")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert fake.problems == [], fake.problems
+    assert "consumer: async invocation config of latest already on v2 (retries 3" in result.stdout
+    assert not [r for r in fake.requests if r.method == "PUT" and r.path.endswith("/async-invoke-config")]
+    assert fake.functions["iot-consumer"].aliases["live"] == "v2"
+
+
+def _drop_destinations(fake: FakeFunctionGraph) -> None:
+    """The fake accepts a write but keeps no destination: a platform that ignores part of it."""
+    update = fake._update_async_config
+    fake._update_async_config = lambda fn, version, data: update(
+        fn, version, {k: v for k, v in data.items() if k != "destination_config"}
+    )
+
+
+def _refuse(method: str, status: int, message: str) -> Callable[[FakeFunctionGraph], None]:
+    def breakage(fake: FakeFunctionGraph) -> None:
+        fake.faults[(method, "async-invoke-config")] = FakeError(
+            status, f"FSS.0{status}", message, violation=False
+        )
+
+    return breakage
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason", "failing"),
+    [
+        (_refuse("PUT", 403, "not allowed"), "writing it to v2: HTTP 403 FSS.0403 not allowed", ["consumer"]),
+        # nobody can tell whether latest has a config: every function fails
+        (
+            _refuse("GET", 500, "busy"),
+            "reading latest's config: HTTP 500 FSS.0500 busy",
+            ["consumer", "dashboard", "ingest", "query"],
+        ),
+        (_drop_destinations, "v2 reads back without latest's on_failure", ["consumer"]),
+    ],
+    ids=["write-refused", "read-fails", "write-not-kept"],
+)
+def test_a_failed_async_config_copy_moves_no_alias(dist, service_env, breakage, reason, failing):
+    with make_fake(service_env, execute=False) as fake:
+        breakage(fake)
+        result = run_deploy(fake_env(fake), "--dist", str(dist), "--version", "v2", "--keep-dependency")
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    copy_failures = [line for line in out.splitlines() if "copying the async invocation config" in line]
+    assert [line.split(":", 1)[0] for line in copy_failures] == failing
+    for line in copy_failures:
+        assert f"config of latest to v2 FAILED: {reason}" in line, line
+        assert line.endswith(
+            "; without it, failed invocations of v2 would be neither retried nor sent to the failure destination"
+        ), line
+    assert "no alias moved: live stays where it was (consumer v1, dashboard v1, ingest v1, query v1)" in out
+    for fn in fake.functions.values():
+        assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
+        assert fn.alias_descriptions["live"] == TERRAFORM_ALIAS_NOTE
+    assert not [r for r in fake.requests if r.method in ("PUT", "POST") and "/aliases" in r.path]
+    assert out.strip().splitlines()[-1].startswith(f"FAILED: {len(failing)} problem(s)")
+
+
+def test_old_versions_are_pruned_but_never_what_an_alias_uses(dist, service_env):
+    """With room for only five versions, six deploys in a row succeed: each prunes down to what
+    matters. The versions a second alias (with a traffic share) uses survive every one of them."""
+    with make_fake(service_env, execute=False, version_limit=5) as fake:
+        query = fake.functions["iot-query"]
+        fake.add_version(query, "v1b")
+        query.aliases["canary"] = "v1b"
+        query.alias_weights["canary"] = {"v1": 10}
+        for number in range(2, 8):
+            result = run_deploy(
+                fake_env(fake),
+                "--dist",
+                str(dist),
+                "--version",
+                f"v{number}",
+                "--keep-dependency",
+                "--keep-versions",
+                "2",
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert fake.problems == [], fake.problems
+    # live on v7, its rollback target v6, the newest two (v6, v7), and what canary uses (v1b, v1)
+    assert list(query.versions) == ["v1", "v1b", "v6", "v7"]
+    assert query.deleted_versions == ["v2", "v3", "v4", "v5"]
+    assert query.aliases == {"live": "v7", "canary": "v1b"}
+    assert list(fake.functions["iot-ingest"].versions) == ["v6", "v7"]
+    # each consumer version the deploys published got its config; the deleted ones took theirs along
+    assert set(fake.functions["iot-consumer"].async_configs) == {"latest", "v6", "v7"}
+
+
+def test_what_pruning_keeps():
+    versions = [
+        PublishedVersion(name, float(i)) for i, name in enumerate(["v1", "v2", "v3", "v4", "v5", "v6"])
+    ]
+    live = AliasState("live", "v4", "moved by python -m deploy at now; previous=v2")
+    canary = AliasState("canary", "v1", "", weights=("v3",))
+    protected = protected_versions([live, canary])
+    assert protected == {"latest", "v4", "v2", "v1", "v3"}
+    assert versions_to_delete(versions, protected, keep_newest=1) == ["v5"]
+    assert versions_to_delete(versions, protected, keep_newest=0) == ["v5", "v6"]
+    assert versions_to_delete(versions, {"latest"}, keep_newest=6) == []
 
 
 def test_dry_run_calls_nothing_and_needs_no_credentials(dist, service_env):
     with make_fake(service_env, execute=False) as fake:
         env = fake_env(None, HUAWEICLOUD_FUNCTIONGRAPH_ENDPOINT=fake.url)
-        result = run_deploy(env, "--dist", str(dist), "--dry-run", "--alias", "live", "--version", "v9")
+        result = run_deploy(env, "--dist", str(dist), "--dry-run", "--version", "v9")
         assert fake.requests == []
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -198,8 +508,13 @@ def test_dry_run_calls_nothing_and_needs_no_credentials(dist, service_env):
         "[dry-run] ingest: would update the code of urn:fss:<region>:<project_id>:function:default:iot-ingest:latest"
         in out
     )
-    assert "[dry-run] query: would point alias live at v9" in out
     assert "[dry-run] query: would invoke v9 with GET /ready" in out
+    assert (
+        "[dry-run] consumer: would copy the async invocation config of latest (retries, max event age, "
+        "destinations) to v9, if latest has one" in out
+    )
+    assert "[dry-run] would point alias live of every function at v9 once all pass" in out
+    assert "[dry-run] would delete old versions beyond the newest 3" in out
     assert out.strip().splitlines()[-1] == "[dry-run] would deploy 4/4 function(s)"
 
 
@@ -238,14 +553,99 @@ def test_a_stale_dist_is_refused(dist, tmp_path):
     assert result.returncode == 2 and "does not match manifest.json" in result.stderr
 
 
+# ---------------------------------------------------------------- rollback
+
+
+def test_rollback_returns_every_alias_to_the_version_before_the_last_deploy(dist, service_env):
+    with make_fake(service_env, execute=False) as fake:
+        env = fake_env(fake)
+        nothing_yet = run_command(env, "rollback")
+        assert nothing_yet.returncode == 1
+        assert "query: nothing to roll back to: live (v1) records no earlier version" in nothing_yet.stdout
+        for version in ("v2", "v3"):
+            deployed = run_deploy(env, "--dist", str(dist), "--version", version, "--keep-dependency")
+            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+        planned = run_command(env, "rollback", "--dry-run")
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        assert "query: [dry-run] would move alias live back from v3 to v2" in planned.stdout
+        assert all(fn.aliases["live"] == "v3" for fn in fake.functions.values())
+
+        result = run_command(env, "rollback")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "query: moved alias live back from v3 to v2" in result.stdout
+        assert result.stdout.strip().splitlines()[-1] == "rolled back 4 function(s)"
+        assert all(fn.aliases["live"] == "v2" for fn in fake.functions.values())
+
+        twice = run_command(env, "rollback")
+        assert twice.returncode == 1
+        assert "query: nothing to roll back to: live (v2) was already rolled back from v3" in twice.stdout
+        assert all(fn.aliases["live"] == "v2" for fn in fake.functions.values())
+
+        # Deploying again moves forward, and a rollback returns to v2, not to v3.
+        deployed = run_deploy(env, "--dist", str(dist), "--version", "v4", "--keep-dependency")
+        assert deployed.returncode == 0
+        assert run_command(env, "rollback", "--functions", "query").returncode == 0
+        assert fake.functions["iot-query"].aliases["live"] == "v2"
+        assert fake.problems == [], fake.problems
+
+
+def test_rollback_is_all_or_nothing(dist, service_env):
+    with make_fake(service_env, execute=False) as fake:
+        env = fake_env(fake)
+        deployed = run_deploy(env, "--dist", str(dist), "--version", "v2", "--functions", "query,ingest")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        result = run_command(env, "rollback")
+    assert result.returncode == 1
+    assert "consumer: nothing to roll back to: live (v1) records no earlier version" in result.stdout
+    assert "nothing rolled back: every alias stays where it is (2 problem(s))" in result.stdout
+    assert fake.functions["iot-query"].aliases["live"] == "v2"
+
+
+# ---------------------------------------------------------------- the smoke device
+
+
+def _stored_through_the_consumer(readings: list[Reading]) -> None:
+    event = build_event({"readings": [encode_message([r.to_json()]) for r in readings]})
+    assert consume.handle_batch(event)["stored"] == len(readings)
+
+
+def _query(path: str, **params: str) -> tuple[int, object]:
+    event = {"httpMethod": "GET", "path": path, "headers": {}, "queryStringParameters": {}, "pathParameters": params,
+             "body": "", "isBase64Encoded": False}  # fmt: skip
+    response = load_function("query").handler(event, LocalContext("test"))
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.mark.integration
+def test_the_smoke_device_is_stored_but_not_listed_or_counted(runtime):
+    now = datetime.now(timezone.utc)
+    _stored_through_the_consumer(
+        [
+            Reading(SMOKE_DEVICE_ID, "voltage", 230.0, now),
+            Reading(SMOKE_DEVICE_ID, "voltage", 231.0, now - timedelta(seconds=1)),
+            Reading("sensor-1", "temperature", 21.5, now),
+        ]
+    )
+    for source in ("redis", "postgres"):
+        if source == "postgres":
+            runtime.cache.suspend()  # the fallback path reads PostgreSQL's latest-value table
+        status, devices = _query("/api/devices")
+        assert status == 200 and [d["device_id"] for d in devices["devices"]] == ["sensor-1"], source
+        status, stats = _query("/api/stats")
+        assert status == 200 and (stats["devices"], stats["readings_today"]) == (1, 1), source
+        status, latest = _query(f"/api/device/{SMOKE_DEVICE_ID}/latest", device_id=SMOKE_DEVICE_ID)
+        assert status == 200 and latest["metrics"]["voltage"]["value"] == 230.0, source
+        status, history = _query(f"/api/device/{SMOKE_DEVICE_ID}/history", device_id=SMOKE_DEVICE_ID)
+        assert status == 200 and [row["value"] for row in history["data"]] == [230.0, 231.0], source
+
+
 # ---------------------------------------------------------------- the fake's own checks
 
 
 def test_the_fake_refuses_a_zip_without_index_py_at_its_root(service_env):
     from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
     from huaweicloudsdkfunctiongraph import v2
-
-    from deploy.fgdeploy import make_client
 
     assert check_code_zip(_zip({"ingest/index.py": b"def handler(e, c): pass\n"})).startswith(
         "the zip has no index.py"
@@ -262,6 +662,26 @@ def test_the_fake_refuses_a_zip_without_index_py_at_its_root(service_env):
         with pytest.raises(ClientRequestException) as refused:
             client.update_function_code(request)
     assert refused.value.status_code == 400 and "index.py at its root" in refused.value.error_msg
+
+
+@pytest.mark.parametrize(
+    ("version", "refusal"),
+    [
+        ("v1", "version v1 is used by alias live"),
+        ("!live", "is an alias: deleting it deletes the version it points at"),
+        ("latest", "latest cannot be deleted"),
+    ],
+)
+def test_the_fake_refuses_deleting_what_deploy_must_keep(service_env, version, refusal):
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+    from huaweicloudsdkfunctiongraph import v2
+
+    with make_fake(service_env, execute=False) as fake:
+        client = make_client(Credentials(AK, SK, PROJECT, REGION, fake.url))
+        with pytest.raises(ClientRequestException) as refused:
+            client.delete_function(v2.DeleteFunctionRequest(function_urn=fake.urn("iot-query", version)))
+        assert refusal in refused.value.error_msg and fake.problems
+        assert "v1" in fake.functions["iot-query"].versions
 
 
 def test_the_fake_signature_algorithm_matches_a_known_request():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
+from common.settings import FUNCTION_SETTINGS, SECRET_SETTINGS, Settings
 from deploy import package
 from deploy.routes import app_routes, terraform_block
 from functions import load_function
@@ -125,8 +125,10 @@ def test_each_api_is_bound_to_the_function_that_owns_its_route(tf):
     assert api["request_path"] == "${each.value.path}"
     assert api["matching"] == "Exact"
     backend = first(api["func_graph"])
-    assert backend["function_urn"] == "${huaweicloud_fgs_function.fn[each.value.function].urn}"
-    assert backend["version"] == "latest" and backend["invocation_type"] == "sync"
+    # Each API calls its function's `live` alias; the alias, not a version, decides what runs.
+    assert backend["function_urn"] == "${local.function_base_urns[each.value.function]}"
+    assert backend["function_alias_urn"] == "${local.live_urns[each.value.function]}"
+    assert "version" not in backend and backend["invocation_type"] == "sync"
     functions = set(tf.variables["functions"]["default"])
     for route in app_routes():
         assert route.function in functions, f"{route.function} owns {route.path} but is not deployed"
@@ -224,37 +226,51 @@ def test_the_four_functions_are_deployed_with_initializers_in_the_vpc(tf):
     )
 
 
-def test_every_setting_the_code_reads_is_set_for_every_function(tf):
-    """All four initializers build the same Settings object, so each function gets every name."""
+def test_every_setting_the_code_reads_has_a_value_and_secrets_come_from_sensitive_variables(tf):
     plain, secret = tf.locals["settings"], tf.locals["secret_settings"]
+    # settings and secret_settings are merges of a literal map and kafka.tf's locals
+    given = {**_merged_keys(plain), **_merged_keys(secret)}
     names = set(Settings.names())
-    assert not set(plain) & set(secret), "a setting is both plain and secret"
-    missing = names - set(plain) - set(secret)
-    assert not missing, (
-        f"settings the code reads but Terraform does not set: {sorted(missing)} (add them to main.tf)"
-    )
-    stale = (set(plain) | set(secret)) - names
+    kafka = _kafka_local_keys(tf) | _kafka_local_keys(tf, secret=True)
+    missing = names - set(given) - kafka
+    assert not missing, f"settings the code reads but Terraform does not set: {sorted(missing)} (main.tf)"
+    stale = (set(given) | kafka) - names
     assert not stale, f"Terraform sets settings the code does not read: {sorted(stale)}"
     for name in names:
         if SECRET_NAME.search(name):
-            assert name in secret, f"{name} is a secret: put it in local.secret_settings"
-    for name, value in plain.items():
-        assert isinstance(value, str), (
-            f"{name} must be a string (user data values are strings), got {value!r}"
-        )
-    for name, value in secret.items():
-        variable = re.fullmatch(r"\$\{var\.(\w+)\}", str(value))
+            assert name in SECRET_SETTINGS, f"{name} looks secret: list it in common.settings.SECRET_SETTINGS"
+    for name, value in _merged_keys(secret).items():
+        variable = re.fullmatch(r"(?:\$\{)?var\.(\w+)\}?", str(value))
         assert variable, f"{name} must come straight from a variable"
         assert tf.variables[variable.group(1)].get("sensitive") is True, (
             f"var.{variable.group(1)} is not sensitive"
         )
         assert "default" not in tf.variables[variable.group(1)]
-    fn = tf.resource("huaweicloud_fgs_function", "fn")
-    assert fn["user_data"] == (
-        "${jsonencode(var.encrypt_secrets ? local.settings : merge(local.settings, local.secret_settings))}"
-    )
-    assert fn["encrypted_user_data"] == "${var.encrypt_secrets ? jsonencode(local.secret_settings) : null}"
+    assert set(_merged_keys(secret)) | _kafka_local_keys(tf, secret=True) == set(SECRET_SETTINGS)
     assert tf.variables["encrypt_secrets"]["default"] is True
+
+
+def test_each_function_is_given_only_the_settings_it_reads(tf):
+    """No function holds a secret it does not use: Terraform's map is the code's map, and each function's
+    user data is built from its own entry of it."""
+    lists = {k: v for k, v in tf.locals.items() if k.endswith("_settings") or k == "kafka_settings_used"}
+    in_terraform = {
+        function: set(_expand_concat(expression, lists))
+        for function, expression in tf.locals["function_settings"].items()
+    }
+    assert in_terraform == {function: set(names) for function, names in FUNCTION_SETTINGS.items()}
+    assert FUNCTION_SETTINGS["dashboard"] == frozenset()
+    assert not FUNCTION_SETTINGS["consumer"] & {"KAFKA_SASL_PASSWORD"}, "the consumer never talks to Kafka"
+    assert "REDIS_PASSWORD" not in FUNCTION_SETTINGS["ingest"], "ingest never talks to Redis"
+    fn = tf.resource("huaweicloud_fgs_function", "fn")
+    assert "local.function_user_data[each.key]" in fn["user_data"]
+    assert "local.function_secrets[each.key]" in fn["encrypted_user_data"]
+    for local in ("function_user_data", "function_secrets"):
+        built = tf.locals[local]
+        assert "for function, names in local.function_settings" in built and "for name in names" in built
+    # Secrets go to encrypted user data unless encrypt_secrets is off, never to both.
+    assert "!(var.encrypt_secrets && contains(local.secret_names, name))" in tf.locals["function_user_data"]
+    assert "if var.encrypt_secrets && contains(local.secret_names, name)" in tf.locals["function_secrets"]
 
 
 def test_settings_defaults_in_terraform_match_the_code_where_they_should(tf):
@@ -267,21 +283,44 @@ def test_settings_defaults_in_terraform_match_the_code_where_they_should(tf):
 # ---------------------------------------------------------------- Kafka trigger and consumer
 
 
-def test_the_kafka_trigger_is_active_and_reads_the_topic_ingest_writes(tf):
+def test_the_kafka_trigger_is_active_after_one_apply_and_reads_the_topic_ingest_writes(tf):
     trigger = tf.resource("huaweicloud_fgs_function_trigger", "readings")
-    assert trigger["type"] == "KAFKA" and trigger["status"] == "ACTIVE"
-    assert trigger["function_urn"] == '${huaweicloud_fgs_function.fn["consumer"].urn}'
-    event = trigger["event_data"]
-    assert "topic_ids = [huaweicloud_dms_kafka_topic.readings.name]" in event
-    assert "batch_size = var.kafka_trigger_batch_size" in event
-    assert "instance_id = huaweicloud_dms_kafka_instance.kafka.id" in event
+    assert trigger["type"] == "KAFKA"
+    # The provider creates a Kafka trigger DISABLED whatever `status` says; the status action enables it
+    # in the same apply, and is replaced (so enables again) whenever the trigger is replaced.
+    assert "status" not in trigger
+    action = tf.resource("huaweicloud_fgs_function_trigger_status_action", "readings")
+    assert action["trigger_status"] == "ACTIVE" and action["trigger_type_code"] == "KAFKA"
+    assert action["trigger_id"] == "${huaweicloud_fgs_function_trigger.readings.id}"
+    assert action["function_urn"] == "${huaweicloud_fgs_function_trigger.readings.function_urn}"
+    assert action["event_data"] == trigger["event_data"] == "${jsonencode(local.kafka_trigger_event)}"
+    assert action["enable_force_new"] == "true"
+    assert first(action["lifecycle"])["replace_triggered_by"] == [
+        "${huaweicloud_fgs_function_trigger.readings}"
+    ]
+    # It calls the consumer's `live` alias, never `latest`.
+    assert trigger["function_urn"] == '${local.live_urns["consumer"]}'
+    event = tf.locals["kafka_trigger_event"]
+    assert "topic_ids   = [huaweicloud_dms_kafka_topic.readings.name]" in event or (
+        "topic_ids = [huaweicloud_dms_kafka_topic.readings.name]" in event
+    )
+    assert "batch_size" in event and "var.kafka_trigger_batch_size" in event
+    assert "huaweicloud_dms_kafka_instance.kafka.id" in event and "local.kafka_trigger_auth" in event
     # ingest writes the topic named by KAFKA_TOPIC, which is the same topic resource's name.
-    assert tf.locals["settings"]["KAFKA_TOPIC"] == "${huaweicloud_dms_kafka_topic.readings.name}"
+    assert _merged_keys(tf.locals["settings"])["KAFKA_TOPIC"] == "huaweicloud_dms_kafka_topic.readings.name"
     topic = tf.resource("huaweicloud_dms_kafka_topic", "readings")
     assert topic["name"] == "${var.kafka_topic}" and topic["partitions"] == "${var.kafka_partitions}"
-    assert "KAFKA_TOPIC" in Settings.names()
     batch = tf.variables["kafka_trigger_batch_size"]
     assert batch["type"] == "number" and batch["validation"]
+
+
+def test_the_first_apply_publishes_v1_with_the_live_alias_and_leaves_later_versions_to_deploy(tf):
+    fn = tf.resource("huaweicloud_fgs_function", "fn")
+    versions = first(fn["versions"])
+    assert versions["name"] == "v1" and first(versions["aliases"])["name"] == "${local.live_alias}"
+    assert tf.locals["live_alias"] == "live"
+    assert set(first(fn["lifecycle"])["ignore_changes"]) >= {"func_code", "depend_list", "versions"}
+    assert "local.live_alias" in tf.locals["live_urns"] and ":!" in tf.locals["live_urns"]
 
 
 def test_the_consumer_has_async_retries_and_a_failure_destination(tf):
@@ -291,6 +330,7 @@ def test_the_consumer_has_async_retries_and_a_failure_destination(tf):
     failure = first(config["on_failure"])
     assert failure["destination"] in {"OBS", "SMN", "DIS", "FunctionGraph"}
     assert "huaweicloud_obs_bucket.artifacts.bucket" in failure["param"]
+    assert "local.failure_prefix" in failure["param"]
 
 
 # ---------------------------------------------------------------- nothing private is reachable from the internet
@@ -306,7 +346,7 @@ def test_rds_dcs_and_kafka_are_not_reachable_from_the_internet(tf):
     for body in (db, cache, kafka):
         assert not {"public_ips", "public_ip_ids", "publicip_id", "enable_publicip", "eip_id"} & set(body)
         assert "huaweicloud_vpc_subnet.data.id" in refs(body.get("subnet_id") or body.get("network_id"))
-    assert kafka["ssl_enable"] is False and "port_protocol" not in kafka
+    assert kafka["ssl_enable"] == "${var.kafka_sasl_ssl}" and "port_protocol" not in kafka
     assert cache["whitelist_enable"] is True
     assert [first(cache["whitelists"])["ip_address"]] == [["${local.app_cidr}"]]
     # Security groups: only the API gateway admits addresses outside the VPC, and only on 443.
@@ -416,3 +456,35 @@ def _template_prefix(path: str) -> str:
 def _matches(template: str, path: str) -> bool:
     pattern = "^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)) + "/?$"
     return re.match(pattern, path) is not None
+
+
+def _merged_keys(value: object) -> dict[str, str]:
+    """NAME -> value text of the literal map in ``merge({NAME = value, ...}, local.x)`` (python-hcl2
+    leaves such an expression as text), or of a plain map."""
+    if isinstance(value, dict):
+        return {name: str(v) for name, v in value.items()}
+    literal = re.search(r"merge\(\{(.*?)\}", str(value), re.S)
+    pairs = re.findall(r"\b([A-Z][A-Z0-9_]*)\s*=\s*([^,}]+)", literal.group(1) if literal else "")
+    return {name: text.strip() for name, text in pairs}
+
+
+def _kafka_local_keys(tf, secret: bool = False) -> set[str]:
+    """The setting names kafka.tf's kafka_settings (or kafka_secret_settings) local holds."""
+    local = tf.locals.get("kafka_secret_settings" if secret else "kafka_settings")
+    return (
+        set(local) if isinstance(local, dict) else set(re.findall(r"\b(KAFKA_[A-Z_]+)\s*=", str(local or "")))
+    )
+
+
+def _expand_concat(expression: object, lists: dict) -> list[str]:
+    """The names a ``concat(local.a, local.b, ["X"])`` expression (or a plain list) stands for."""
+    if isinstance(expression, list):
+        return expression
+    names = []
+    for part in re.findall(r"local\.(\w+)|\[([^\]]*)\]", str(expression)):
+        local, literal = part
+        if local:
+            names += lists[local]
+        else:
+            names += re.findall(r'"([A-Z_]+)"', literal)
+    return names

@@ -69,8 +69,15 @@ resource "huaweicloud_fgs_function" "outside" {
 resource "huaweicloud_fgs_function_trigger" "sleeping" {
   function_urn = "urn"
   type         = "KAFKA"
-  status       = "DISABLED"
   event_data   = "{}"
+}
+
+resource "huaweicloud_fgs_function_trigger_status_action" "sleeping" {
+  function_urn      = "urn"
+  trigger_type_code = "KAFKA"
+  trigger_id        = huaweicloud_fgs_function_trigger.sleeping.id
+  trigger_status    = "DISABLED"
+  event_data        = "{}"
 }
 
 resource "huaweicloud_apig_api" "plain_http" {

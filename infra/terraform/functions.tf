@@ -1,32 +1,44 @@
 # The four FunctionGraph functions, in the VPC, with the common/ layer as a dependency, initializers
-# and every setting the code reads; the consumer's Kafka trigger and its async retry policy.
+# and the settings each one reads; the alias `live` that all traffic goes to; the consumer's Kafka
+# trigger (on that alias, enabled on the first apply) and its async retry policy.
 #
-# Code ownership: Terraform creates each function with the code in dist/ (run `make package` first).
-# After that, developers push code and dependency versions with `make deploy` (python -m deploy), so
-# Terraform ignores later changes to func_code and depend_list instead of rolling them back.
-
-resource "huaweicloud_identity_agency" "functions" {
-  count = var.fgs_agency_name == "" ? 1 : 0
-
-  name                   = "${var.name_prefix}-functiongraph"
-  description            = "FunctionGraph: VPC access, the DMS Kafka trigger, consumer failures to OBS"
-  delegated_service_name = "op_svc_cff"
-
-  project_role {
-    project = var.region
-    roles   = var.fgs_agency_roles
-  }
-}
-
-locals {
-  agency = var.fgs_agency_name != "" ? var.fgs_agency_name : huaweicloud_identity_agency.functions[0].name
-}
+# Code ownership: Terraform creates each function with the code in dist/ (run `make package` first)
+# and publishes it as version v1 with the alias `live` on it. After that, `make deploy`
+# (python -m deploy) uploads code, publishes versions, smoke-tests them and only then moves `live`, so
+# Terraform ignores later changes to the code, the dependencies and the versions instead of rolling
+# them back. Nothing serves `latest`: APIG and the trigger call `live`.
 
 resource "huaweicloud_fgs_dependency_version" "common" {
   name        = "${var.name_prefix}-common"
   runtime     = local.runtime
   link        = "https://${huaweicloud_obs_bucket.artifacts.bucket_domain_name}/${huaweicloud_obs_bucket_object.deps.key}"
   description = "common/ layer and its third-party packages (deploy/function-requirements.txt)"
+}
+
+locals {
+  live_alias = "live"
+
+  # What each function is given: exactly the settings it reads (local.function_settings), secrets as
+  # encrypted user data unless var.encrypt_secrets is off.
+  setting_values = merge(local.settings, local.secret_settings)
+  secret_names   = keys(local.secret_settings)
+  function_user_data = {
+    for function, names in local.function_settings : function => {
+      for name in names : name => local.setting_values[name]
+      if !(var.encrypt_secrets && contains(local.secret_names, name))
+    }
+  }
+  function_secrets = {
+    for function, names in local.function_settings : function => {
+      for name in names : name => local.secret_settings[name]
+      if var.encrypt_secrets && contains(local.secret_names, name)
+    }
+  }
+
+  # A function's URN without its version (the provider's `urn` ends in ":latest"; the provider strips
+  # the last segment the same way), and its alias's URN, the form FunctionGraph documents for aliases.
+  function_base_urns = { for name, fn in huaweicloud_fgs_function.fn : name => replace(fn.urn, "/:[^:]+$/", "") }
+  live_urns          = { for name, urn in local.function_base_urns : name => "${urn}:!${local.live_alias}" }
 }
 
 resource "huaweicloud_fgs_function" "fn" {
@@ -53,32 +65,62 @@ resource "huaweicloud_fgs_function" "fn" {
   vpc_id     = huaweicloud_vpc.main.id
   network_id = huaweicloud_vpc_subnet.app.id
 
-  user_data           = jsonencode(var.encrypt_secrets ? local.settings : merge(local.settings, local.secret_settings))
-  encrypted_user_data = var.encrypt_secrets ? jsonencode(local.secret_settings) : null
+  user_data           = length(local.function_user_data[each.key]) > 0 ? jsonencode(local.function_user_data[each.key]) : null
+  encrypted_user_data = length(local.function_secrets[each.key]) > 0 ? jsonencode(local.function_secrets[each.key]) : null
+
+  # The first apply publishes the code above as v1 and points `live` at it.
+  versions {
+    name        = "v1"
+    description = "published by Terraform on the first apply"
+
+    aliases {
+      name        = local.live_alias
+      description = "what APIG and the Kafka trigger call; moved by python -m deploy"
+    }
+  }
 
   tags = local.tags
 
   lifecycle {
-    ignore_changes = [func_code, code_filename, depend_list]
+    ignore_changes = [func_code, code_filename, depend_list, versions]
   }
 }
 
-# The consumer is invoked by DMS for Kafka with batches of the readings topic (asynchronously).
-resource "huaweicloud_fgs_function_trigger" "readings" {
-  function_urn = huaweicloud_fgs_function.fn["consumer"].urn
-  type         = "KAFKA"
-  status       = "ACTIVE" # Kafka triggers are created DISABLED otherwise
-
-  event_data = jsonencode({
-    instance_id      = huaweicloud_dms_kafka_instance.kafka.id
-    topic_ids        = [huaweicloud_dms_kafka_topic.readings.name]
-    batch_size       = var.kafka_trigger_batch_size
-    kafka_ssl_enable = false
-  })
+locals {
+  # The same value for the trigger and its status action, as the provider asks.
+  kafka_trigger_event = merge({
+    instance_id = huaweicloud_dms_kafka_instance.kafka.id
+    topic_ids   = [huaweicloud_dms_kafka_topic.readings.name]
+    batch_size  = var.kafka_trigger_batch_size
+  }, local.kafka_trigger_auth)
 }
 
-# A failed batch (PostgreSQL down, ...) is retried by FunctionGraph, then kept in OBS. Storing is
-# idempotent, so a retried batch is stored once.
+# The consumer is invoked by DMS for Kafka with batches of the readings topic (asynchronously),
+# through its `live` alias. The provider creates a Kafka trigger DISABLED whatever `status` says.
+resource "huaweicloud_fgs_function_trigger" "readings" {
+  function_urn = local.live_urns["consumer"]
+  type         = "KAFKA"
+  event_data   = jsonencode(local.kafka_trigger_event)
+}
+
+# So the trigger is ACTIVE after one apply. When the trigger is replaced (its function_urn or type
+# changed), this is replaced with it and enables the new one: enable_force_new turns the provider's
+# "cannot be updated" into a replacement, and replace_triggered_by makes sure it happens.
+resource "huaweicloud_fgs_function_trigger_status_action" "readings" {
+  function_urn      = huaweicloud_fgs_function_trigger.readings.function_urn
+  trigger_type_code = "KAFKA"
+  trigger_id        = huaweicloud_fgs_function_trigger.readings.id
+  trigger_status    = "ACTIVE"
+  event_data        = jsonencode(local.kafka_trigger_event)
+  enable_force_new  = "true"
+
+  lifecycle {
+    replace_triggered_by = [huaweicloud_fgs_function_trigger.readings]
+  }
+}
+
+# A failed batch (PostgreSQL down, ...) is retried by FunctionGraph, then kept in OBS, where
+# `python -m deploy replay` reads it back. Storing is idempotent, so a retried batch is stored once.
 resource "huaweicloud_fgs_async_invoke_configuration" "consumer" {
   function_urn                   = huaweicloud_fgs_function.fn["consumer"].urn
   max_async_retry_attempts       = var.consumer_async_retries
@@ -89,7 +131,7 @@ resource "huaweicloud_fgs_async_invoke_configuration" "consumer" {
     destination = "OBS"
     param = jsonencode({
       bucket  = huaweicloud_obs_bucket.artifacts.bucket
-      prefix  = "consumer-failures"
+      prefix  = local.failure_prefix
       expires = var.failure_retention_days
     })
   }

@@ -9,7 +9,8 @@ locals {
   db_port   = 5432
   ports = {
     postgres = local.db_port
-    kafka    = 9092 # plaintext inside the VPC; the code speaks no SASL
+    # DMS's fixed broker ports inside the VPC: 9092 plaintext, 9093 SASL (kafka.tf, var.kafka_sasl_ssl)
+    kafka = var.kafka_sasl_ssl ? 9093 : 9092
   }
 }
 
@@ -95,11 +96,12 @@ resource "huaweicloud_networking_secgroup_rule" "rds_out" {
   remote_ip_prefix  = var.vpc_cidr
 }
 
-# ---------------------------------------------------------------- DMS for Kafka: 9092 from the functions and the trigger
+# ---------------------------------------------------------------- DMS for Kafka: its port from the functions and the trigger
 
+# One client port: 9092 (plaintext), or 9093 (SASL_SSL) and then no plaintext port at all.
 resource "huaweicloud_networking_secgroup" "kafka" {
   name                 = "${var.name_prefix}-kafka"
-  description          = "DMS for Kafka: 9092 from the app subnet, brokers among themselves"
+  description          = "DMS for Kafka: ${local.ports.kafka} from the app subnet, brokers among themselves"
   delete_default_rules = true
 }
 

@@ -1,6 +1,26 @@
 output "api_url" {
-  description = "Base URL of the API (APIG group's default sub-domain), e.g. <api_url>/api/devices."
+  description = "Base URL of the API, e.g. <api_url>/api/devices: https://<api_domain>, or the API group's debugging domain when api_domain is empty."
   value       = local.api_url
+}
+
+output "api_url_warning" {
+  description = "Set while api_url is the debugging domain: why it is for a smoke test only."
+  value       = local.custom_domain ? null : "api_url is the API group's debugging domain: APIG answers at most 1,000 calls a day on it (one dashboard tab uses that up in under an hour). Use it for a smoke test only; for devices and the dashboard set api_domain and api_certificate_id, and point the domain's DNS A record at api_gateway_address."
+}
+
+output "api_gateway_address" {
+  description = "The gateway's public inbound address: what the DNS A record of api_domain points at."
+  value       = huaweicloud_apig_instance.gateway.ingress_address
+}
+
+output "api_dns_record" {
+  description = "The DNS record to create for api_domain (null without one): an A record to the gateway's inbound address."
+  value       = local.custom_domain ? { name = var.api_domain, type = "A", value = huaweicloud_apig_instance.gateway.ingress_address } : null
+}
+
+output "alarm_topic_urn" {
+  description = "URN of the SMN topic the Cloud Eye alarms notify; publish other alerts of the service to it."
+  value       = huaweicloud_smn_topic.alarms.topic_urn
 }
 
 output "dashboard_url" {
@@ -39,5 +59,13 @@ output "private_endpoints" {
     postgres = "${huaweicloud_rds_instance.db.private_ips[0]}:${local.db_port}"
     redis    = "${huaweicloud_dcs_instance.cache.private_ip}:${huaweicloud_dcs_instance.cache.port}"
     kafka    = local.kafka_bootstrap_servers
+  }
+}
+
+output "failure_destination" {
+  description = "Where the consumer's failed batches are kept after FunctionGraph's retries: make replay BUCKET=<bucket> (python -m deploy replay --bucket <bucket> --key-prefix <prefix>)."
+  value = {
+    bucket = huaweicloud_obs_bucket.artifacts.bucket
+    prefix = local.failure_prefix
   }
 }

@@ -110,15 +110,14 @@ variable "functions" {
 }
 
 variable "fgs_agency_name" {
-  description = "Existing IAM agency for FunctionGraph (VPC access, DMS for the Kafka trigger, OBS for failures). Empty: one is created."
+  description = "Existing IAM agency for FunctionGraph instead of the one iam.tf creates; it needs what iam.tf grants (VPC ports, dms:instance:get, writing consumer failures to the artifacts bucket). Empty: one is created with exactly that."
   type        = string
   default     = ""
-}
 
-variable "fgs_agency_roles" {
-  description = "Roles of the agency created when fgs_agency_name is empty (tighten to fine-grained policies in production)."
-  type        = list(string)
-  default     = ["VPC Administrator", "DMS ReadOnlyAccess", "OBS OperateAccess"]
+  validation {
+    condition     = length(var.fgs_agency_name) <= 64 && trimspace(var.fgs_agency_name) == var.fgs_agency_name
+    error_message = "fgs_agency_name must be empty or an agency name of at most 64 characters without surrounding spaces."
+  }
 }
 
 variable "apig_function_network_type" {
@@ -522,7 +521,197 @@ variable "apig_ingress_bandwidth_mbit" {
   default     = 5
 
   validation {
-    condition     = var.apig_ingress_bandwidth_mbit >= 1 && var.apig_ingress_bandwidth_mbit <= 2000
-    error_message = "apig_ingress_bandwidth_mbit must be between 1 and 2000."
+    condition     = var.apig_ingress_bandwidth_mbit >= 5 && var.apig_ingress_bandwidth_mbit <= 2000
+    error_message = "apig_ingress_bandwidth_mbit must be between 5 and 2000 (the provider's minimum is 5)."
+  }
+}
+
+# ---------------------------------------------------------------- IAM
+
+variable "fgs_agency_dms_readonly_fallback" {
+  description = "Also grant the created agency the system role DMS ReadOnlyAccess in the region: the fallback if the Kafka trigger will not enable with the fine-grained dms:instance:get alone (see iam.tf)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+# ---------------------------------------------------------------- gateway: domain, certificate, throttling
+
+variable "api_domain" {
+  description = "The API's own domain (e.g. api.example.com), bound to the API group with api_certificate_id. Empty: the group's debugging domain, which APIG caps at 1,000 calls a day (a smoke test only)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.api_domain == "" || (length(var.api_domain) <= 255 && can(regex("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,7}[A-Za-z]{2,64}$", var.api_domain)))
+    error_message = "api_domain must be empty or a domain name such as api.example.com (no scheme, path, port or wildcard)."
+  }
+}
+
+variable "api_certificate_id" {
+  description = "ID of the SSL certificate for api_domain, already uploaded to APIG (keeps its private key out of Terraform). Required when api_domain is set."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.api_certificate_id == "" || can(regex("^[A-Za-z0-9-]{8,64}$", var.api_certificate_id))
+    error_message = "api_certificate_id must be empty or an APIG certificate ID (letters, digits and hyphens)."
+  }
+}
+
+variable "api_min_tls_version" {
+  description = "Lowest TLS version the gateway accepts on api_domain: TLSv1.2, or TLSv1.1 for old devices."
+  type        = string
+  default     = "TLSv1.2"
+
+  validation {
+    condition     = contains(["TLSv1.1", "TLSv1.2"], var.api_min_tls_version)
+    error_message = "api_min_tls_version must be TLSv1.1 or TLSv1.2."
+  }
+}
+
+variable "apig_ingress_bandwidth_charging_mode" {
+  description = "How the gateway's public inbound bandwidth is billed; APIG offers only bandwidth (per Mbit/s) so far."
+  type        = string
+  default     = "bandwidth"
+
+  validation {
+    condition     = contains(["bandwidth"], var.apig_ingress_bandwidth_charging_mode)
+    error_message = "apig_ingress_bandwidth_charging_mode must be bandwidth (the only mode APIG documents)."
+  }
+}
+
+variable "api_throttling" {
+  description = "Requests per minute each API admits, in total and from one source IP, per throttling policy: ingest (device posts), read (query API, dashboard, health) and admin (delete-all)."
+  type = map(object({
+    api_requests_per_minute = number
+    ip_requests_per_minute  = number
+  }))
+  default = {
+    ingest = { api_requests_per_minute = 12000, ip_requests_per_minute = 3000 }
+    read   = { api_requests_per_minute = 6000, ip_requests_per_minute = 600 }
+    admin  = { api_requests_per_minute = 5, ip_requests_per_minute = 2 }
+  }
+
+  validation {
+    condition     = sort(keys(var.api_throttling)) == sort(["admin", "ingest", "read"])
+    error_message = "api_throttling must have exactly the keys ingest, read and admin."
+  }
+
+  validation {
+    condition = alltrue([for p in values(var.api_throttling) :
+      p.ip_requests_per_minute >= 1 && p.ip_requests_per_minute <= p.api_requests_per_minute &&
+      p.api_requests_per_minute <= 2147483647 && floor(p.api_requests_per_minute) == p.api_requests_per_minute &&
+      floor(p.ip_requests_per_minute) == p.ip_requests_per_minute
+    ])
+    error_message = "Each limit must be a whole number of at least 1, and ip_requests_per_minute at most api_requests_per_minute."
+  }
+
+  validation {
+    condition = try(alltrue([for name, p in var.api_throttling :
+      name == "admin" || (
+        var.api_throttling["admin"].api_requests_per_minute < p.api_requests_per_minute &&
+        var.api_throttling["admin"].ip_requests_per_minute < p.ip_requests_per_minute
+      )
+    ]), true) # a missing key is reported by the first rule
+    error_message = "admin (delete-all) must stay the tightest policy: both of its limits below those of ingest and read."
+  }
+}
+
+# ---------------------------------------------------------------- alarms
+
+variable "alarm_emails" {
+  description = "Addresses subscribed by email to the alarm topic (each confirms once by the link SMN mails). Empty: alarms and later alerts go to the topic only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[A-Za-z]{2,}$", e))]) && length(distinct(var.alarm_emails)) == length(var.alarm_emails)
+    error_message = "alarm_emails must be distinct email addresses such as ops@example.com."
+  }
+}
+
+variable "alarm_rules" {
+  description = "When each Cloud Eye alarm of alarms.tf fires: its metric, rolled up over period seconds, is >= threshold for count periods in a row. The rds_* thresholds are percentages (rds_disk_percent 80 = less than 20 % free)."
+  type = map(object({
+    threshold = number
+    period    = number
+    count     = number
+  }))
+  default = {
+    consumer_failures    = { threshold = 1, period = 300, count = 1 }
+    http_function_errors = { threshold = 5, period = 300, count = 1 }
+    function_throttles   = { threshold = 1, period = 300, count = 1 }
+    kafka_backlog        = { threshold = 10000, period = 300, count = 3 }
+    rds_cpu_percent      = { threshold = 80, period = 300, count = 3 }
+    rds_disk_percent     = { threshold = 80, period = 300, count = 1 }
+    apig_5xx             = { threshold = 10, period = 300, count = 1 }
+    apig_throttled       = { threshold = 100, period = 300, count = 1 }
+  }
+
+  validation {
+    condition = sort(keys(var.alarm_rules)) == sort([
+      "apig_5xx", "apig_throttled", "consumer_failures", "function_throttles", "http_function_errors",
+      "kafka_backlog", "rds_cpu_percent", "rds_disk_percent",
+    ])
+    error_message = "alarm_rules must have exactly the keys of alarms.tf's alarms (see the default)."
+  }
+
+  validation {
+    condition = alltrue([for r in values(var.alarm_rules) :
+      r.threshold >= 0 && contains([1, 300, 1200, 3600, 14400, 86400], r.period) && contains([1, 2, 3, 4, 5], r.count)
+    ])
+    error_message = "Each alarm rule needs threshold >= 0, period one of 1 (raw data), 300, 1200, 3600, 14400, 86400 seconds, and count 1-5."
+  }
+
+  validation {
+    condition     = try(var.alarm_rules["rds_cpu_percent"].threshold <= 100 && var.alarm_rules["rds_disk_percent"].threshold <= 100, true)
+    error_message = "rds_cpu_percent and rds_disk_percent are percentages: threshold at most 100."
+  }
+}
+
+# ---------------------------------------------------------------- Kafka security
+
+variable "kafka_sasl_ssl" {
+  description = "SASL_SSL between DMS Kafka and its clients (the functions and the Kafka trigger, port 9093) instead of plaintext inside the VPC (9092). Choose it when the stack is created: changing it on an existing stack replaces the Kafka instance and loses every reading still queued in it. Needs kafka_sasl_password, and the DMS CA certificate at deploy/kafka-ca.pem before `make package`."
+  type        = bool
+  default     = false
+}
+
+variable "kafka_sasl_username" {
+  description = "KAFKA_SASL_USERNAME: the SASL user DMS creates with the instance when kafka_sasl_ssl is on (fixed once the instance exists)."
+  type        = string
+  default     = "iot-app"
+
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9-]{3,63}$", var.kafka_sasl_username))
+    error_message = "kafka_sasl_username must be 4-64 letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "kafka_sasl_mechanism" {
+  description = "KAFKA_SASL_MECHANISM the functions sign in with when kafka_sasl_ssl is on: SCRAM-SHA-512 (the password itself never crosses the wire) or PLAIN. The instance enables both."
+  type        = string
+  default     = "SCRAM-SHA-512"
+
+  validation {
+    condition     = contains(["PLAIN", "SCRAM-SHA-512"], var.kafka_sasl_mechanism)
+    error_message = "kafka_sasl_mechanism must be PLAIN or SCRAM-SHA-512, the mechanisms DMS offers."
+  }
+}
+
+variable "kafka_sasl_password" {
+  description = "KAFKA_SASL_PASSWORD: password of the SASL user when kafka_sasl_ssl is on; an empty string when it is off."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition = var.kafka_sasl_password == "" || (length(var.kafka_sasl_password) >= 8 && length(var.kafka_sasl_password) <= 32 && (
+      (length(regexall("[A-Z]", var.kafka_sasl_password)) > 0 ? 1 : 0) +
+      (length(regexall("[a-z]", var.kafka_sasl_password)) > 0 ? 1 : 0) +
+      (length(regexall("[0-9]", var.kafka_sasl_password)) > 0 ? 1 : 0) +
+      (length(regexall("[^A-Za-z0-9]", var.kafka_sasl_password)) > 0 ? 1 : 0)
+    ) >= 2)
+    error_message = "kafka_sasl_password must be empty (kafka_sasl_ssl off) or 8-32 characters with at least two of: upper, lower, digit, special."
   }
 }

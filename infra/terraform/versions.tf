@@ -1,10 +1,13 @@
 terraform {
-  required_version = ">= 1.5.0"
+  required_version = ">= 1.6.0" # backend.tf.example's s3 `endpoints`; replace_triggered_by (1.2)
 
   required_providers {
+    # tests/test_terraform_schema.py checks every block against the schema of provider v1.97.1
+    # (provider-schema/huaweicloud-1.97.1.json): "~>" allows its patch releases (1.97.x, x >= 1)
+    # and nothing newer, whose arguments and rules that check has not seen.
     huaweicloud = {
       source  = "huaweicloud/huaweicloud"
-      version = ">= 1.70.0, < 2.0.0"
+      version = "~> 1.97.1"
     }
   }
 }

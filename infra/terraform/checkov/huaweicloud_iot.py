@@ -158,16 +158,15 @@ class FunctionInVpc(_Check):
 
 class KafkaTriggerActive(_Check):
     ID = "CKV_HWC_IOT_7"
-    NAME = "Kafka triggers are created ACTIVE (they default to DISABLED)"
-    RESOURCES = ("huaweicloud_fgs_function_trigger",)
+    NAME = "Kafka triggers are enabled by a status action (the provider creates them DISABLED)"
+    RESOURCES = ("huaweicloud_fgs_function_trigger_status_action",)
     CATEGORY = CheckCategories.GENERAL_SECURITY
 
     def scan_resource_conf(self, conf):
-        if str(_value(conf, "type", "")).upper() != "KAFKA":
+        if str(_value(conf, "trigger_type_code", "")).upper() != "KAFKA":
             return CheckResult.PASSED
-        return (
-            CheckResult.PASSED if str(_value(conf, "status", "")).upper() == "ACTIVE" else CheckResult.FAILED
-        )
+        active = str(_value(conf, "trigger_status", "")).upper() == "ACTIVE"
+        return CheckResult.PASSED if active else CheckResult.FAILED
 
 
 class ApiHttpsOnly(_Check):
