@@ -240,6 +240,9 @@ def main() -> None:
     os.environ.setdefault("DEMO_MODE", "true")
     os.environ.setdefault("AUTH_ENABLED", "true" if args.auth else "false")
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the stack even where this process was started with SIGINT ignored (a shell's
+    # background job, some CI runners), which Python would otherwise keep.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     stack = Stack(args.data_dir, args.port, args.workers, args.partitions)
     try:

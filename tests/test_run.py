@@ -40,6 +40,8 @@ def test_the_stack_runs_two_trigger_loops_in_one_group_and_stores_what_it_accept
         [sys.executable, "-m", "local.run", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # as a background job or some CI runners start it: SIGINT ignored, which children inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     stopped_in = None
     try:
@@ -80,6 +82,7 @@ def test_the_stack_runs_two_trigger_loops_in_one_group_and_stores_what_it_accept
             stopped_in = time.monotonic() - started
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
         log.close()
     output = (tmp_path / "run.log").read_text()
     assert run.returncode == 0, output
