@@ -28,6 +28,7 @@ from deploy import package
 from functions import load_function
 from local import topics, trigger_loop
 
+from .hcl_eval import Hcl
 from .terraform_config import TERRAFORM_DIR, first, load
 
 # Test-only certificates (EC P-256, valid until 2126), made with openssl for these tests and nothing
@@ -348,8 +349,8 @@ def test_make_package_packs_the_ca_where_terraform_points_kafka_ssl_cafile(monke
     assert manifest["dependency"]["kafka_ca"]["file"] == package.KAFKA_CA_ARCNAME
     # Unpacked as FunctionGraph unpacks a dependency, the path Terraform sets finds the certificate.
     tf = load(TERRAFORM_DIR)
-    on = Evaluator(tf, kafka_sasl_ssl=True)
-    cafile = on.value(tf.locals["kafka_settings"]["KAFKA_SSL_CAFILE"])
+    on = evaluator(tf, kafka_sasl_ssl=True)
+    cafile = on.eval(tf.locals["kafka_settings"]["KAFKA_SSL_CAFILE"])
     assert cafile == package.KAFKA_CA_ARCNAME
     monkeypatch.setattr(producer_module, "PACKAGE_ROOT", tmp_path / "unpacked")
     assert len(broker_tls_context(cafile).get_ca_certs()) == 1
@@ -383,149 +384,10 @@ def test_make_package_refuses_anything_but_a_ca_certificate(tmp_path, content, m
 # ---------------------------------------------------------------- Terraform with kafka_sasl_ssl on and off
 
 
-class Ref(str):
-    """A reference the evaluator does not resolve (a variable's value, a resource attribute)."""
-
-
-class Evaluator:
-    """Evaluates the small part of HCL kafka.tf and network.tf use (conditionals, !, ||, ==, merge,
-    object and list literals, references) for given variable values, as Terraform would."""
-
-    TOKEN = re.compile(
-        r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<number>\d+(?:\.\d+)?)|(?P<op>\|\||&&|==|!=|[?:!(){}\[\],=])'
-        r"|(?P<name>[A-Za-z_][\w.\-]*(?:\[[^\]]*\])*))"
-    )
-
-    def __init__(self, tf, **variables):
-        self.tf = tf
-        self.variables = variables
-
-    def value(self, raw):
-        """A python-hcl2 value: literals as they are, ``${...}`` evaluated."""
-        if isinstance(raw, dict):
-            return {key: self.value(item) for key, item in raw.items()}
-        if isinstance(raw, list):
-            return [self.value(item) for item in raw]
-        if isinstance(raw, str) and raw.startswith("${") and raw.endswith("}"):
-            return self.expression(raw[2:-1])
-        return raw
-
-    def expression(self, text: str):
-        self.tokens = [m for m in self.TOKEN.finditer(text) if m.group().strip()]
-        assert "".join(m.group().strip() for m in self.tokens) == re.sub(r"\s+", "", text), text
-        self.at = 0
-        result = self._conditional()
-        assert self.at == len(self.tokens), f"could not evaluate {text!r}"
-        return result
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.at].group().strip() if self.at < len(self.tokens) else None
-
-    def _take(self, expected: str | None = None) -> str:
-        token = self._peek()
-        assert expected is None or token == expected, f"expected {expected!r}, got {token!r}"
-        self.at += 1
-        return token
-
-    def _conditional(self):
-        condition = self._or()
-        if self._peek() != "?":
-            return condition
-        self._take("?")
-        then = self._conditional()
-        self._take(":")
-        otherwise = self._conditional()
-        if not isinstance(condition, bool):
-            return Ref(f"{condition} ? {then} : {otherwise}")
-        return then if condition else otherwise
-
-    def _or(self):
-        left = self._and()
-        while self._peek() == "||":
-            self._take()
-            right = self._and()
-            left = left or right if isinstance(left, bool) else Ref(f"{left} || {right}")
-        return left
-
-    def _and(self):
-        left = self._comparison()
-        while self._peek() == "&&":
-            self._take()
-            right = self._comparison()
-            left = left and right if isinstance(left, bool) else Ref(f"{left} && {right}")
-        return left
-
-    def _comparison(self):
-        left = self._unary()
-        if self._peek() in ("==", "!="):
-            op = self._take()
-            right = self._unary()
-            return Ref(f"{left} {op} {right}")
-        return left
-
-    def _unary(self):
-        if self._peek() == "!":
-            self._take()
-            operand = self._unary()
-            return not operand if isinstance(operand, bool) else Ref(f"!{operand}")
-        return self._primary()
-
-    def _primary(self):
-        match = self.tokens[self.at]
-        token = self._take()
-        if match.group("string"):
-            return token[1:-1].replace('\\"', '"')
-        if match.group("number"):
-            return int(token)
-        if token in ("true", "false"):
-            return token == "true"
-        if token == "null":
-            return None
-        if token == "(":
-            inner = self._conditional()
-            self._take(")")
-            return inner
-        if token == "[":
-            return self._sequence("]")
-        if token == "{":
-            result = {}
-            while self._peek() != "}":
-                key = self._take().strip('"')
-                self._take("=")
-                result[key] = self._conditional()
-                if self._peek() == ",":
-                    self._take()
-            self._take("}")
-            return result
-        if self._peek() == "(":  # a function call
-            self._take("(")
-            args = self._sequence(")")
-            if token == "merge" and all(isinstance(arg, dict) for arg in args):
-                return {key: value for arg in args for key, value in arg.items()}
-            return Ref(f"{token}(...)")
-        return self._reference(token)
-
-    def _sequence(self, end: str) -> list:
-        items = []
-        while self._peek() != end:
-            items.append(self._conditional())
-            if self._peek() == ",":
-                self._take()
-        self._take(end)
-        return items
-
-    def _reference(self, name: str):
-        kind, _, rest = name.partition(".")
-        if kind == "var" and rest in self.variables:
-            return self.variables[rest]
-        if kind == "local":
-            local, *path = rest.split(".")
-            value = self.value(self.tf.locals[local])
-            for key in path:
-                value = value[key]
-            # A local the evaluator cannot compute (cidrsubnet(...)) keeps its name.
-            return Ref(name) if isinstance(value, Ref) else value
-        return Ref(name)
+def evaluator(tf, **variables) -> Hcl:
+    """kafka.tf and network.tf evaluated for these variable values; everything else stays a ``Ref``
+    (a variable's value, a resource attribute), named as in the files."""
+    return Hcl({"var": variables}, tf.locals, symbolic=True)
 
 
 @pytest.fixture(scope="module")
@@ -534,17 +396,17 @@ def tf():
 
 
 @pytest.fixture(scope="module")
-def on(tf) -> Evaluator:
-    return Evaluator(tf, kafka_sasl_ssl=True)
+def on(tf) -> Hcl:
+    return evaluator(tf, kafka_sasl_ssl=True)
 
 
 @pytest.fixture(scope="module")
-def off(tf) -> Evaluator:
-    return Evaluator(tf, kafka_sasl_ssl=False)
+def off(tf) -> Hcl:
+    return evaluator(tf, kafka_sasl_ssl=False)
 
 
 def test_with_sasl_ssl_on_the_dms_instance_is_created_for_sasl_ssl_with_the_functions_user(tf, on):
-    kafka = on.value(tf.resource("huaweicloud_dms_kafka_instance", "kafka"))
+    kafka = on.eval(tf.resource("huaweicloud_dms_kafka_instance", "kafka"))
     assert kafka["ssl_enable"] is True
     assert kafka["security_protocol"] == "SASL_SSL"
     assert kafka["access_user"] == "var.kafka_sasl_username"
@@ -563,7 +425,7 @@ def test_with_sasl_ssl_on_the_dms_instance_is_created_for_sasl_ssl_with_the_func
 
 
 def test_with_sasl_ssl_off_the_dms_instance_is_what_it_always_was(tf, off):
-    kafka = off.value(tf.resource("huaweicloud_dms_kafka_instance", "kafka"))
+    kafka = off.eval(tf.resource("huaweicloud_dms_kafka_instance", "kafka"))
     assert kafka["ssl_enable"] is False
     for argument in ("security_protocol", "enabled_mechanisms", "access_user", "password"):
         assert kafka[argument] is None, argument  # unset: no change to an existing instance
@@ -579,19 +441,19 @@ def test_the_switch_is_off_by_default_and_says_it_replaces_the_instance(tf):
 
 
 def test_the_trigger_signs_in_with_the_same_user_over_ssl(tf, on, off):
-    assert on.value(tf.locals["kafka_trigger_auth"]) == {
+    assert on.eval(tf.locals["kafka_trigger_auth"]) == {
         "kafka_ssl_enable": True,
         "kafka_user": "var.kafka_sasl_username",
         "kafka_password": "var.kafka_sasl_password",
     }
-    assert off.value(tf.locals["kafka_trigger_auth"]) == {"kafka_ssl_enable": False}
+    assert off.eval(tf.locals["kafka_trigger_auth"]) == {"kafka_ssl_enable": False}
     assert "local.kafka_trigger_auth" in tf.locals["kafka_trigger_event"]
 
 
 def test_the_security_group_opens_only_the_sasl_ssl_port_to_the_app_subnet(tf, on, off):
-    for evaluator, port in ((on, 9093), (off, 9092)):
+    for hcl, port in ((on, 9093), (off, 9092)):
         ingress = [
-            evaluator.value(rule)
+            hcl.eval(rule)
             for rule in tf.of_type("huaweicloud_networking_secgroup_rule").values()
             if "secgroup.kafka" in rule["security_group_id"] and rule["direction"] == "ingress"
         ]
@@ -607,7 +469,7 @@ def test_the_security_group_opens_only_the_sasl_ssl_port_to_the_app_subnet(tf, o
 
 
 def test_the_functions_settings_carry_sasl_ssl_and_the_code_accepts_them(tf, on, off, ca_file):
-    plain, secret = on.value(tf.locals["kafka_settings"]), on.value(tf.locals["kafka_secret_settings"])
+    plain, secret = on.eval(tf.locals["kafka_settings"]), on.eval(tf.locals["kafka_secret_settings"])
     assert plain["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert plain["KAFKA_SASL_MECHANISM"] == "var.kafka_sasl_mechanism"
     assert plain["KAFKA_SASL_USERNAME"] == "var.kafka_sasl_username"
@@ -625,7 +487,7 @@ def test_the_functions_settings_carry_sasl_ssl_and_the_code_accepts_them(tf, on,
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert client_security(settings)["sasl_mechanism"] == "SCRAM-SHA-512"
     # Off, every name is still given (main.tf looks each one up), empty but the protocol.
-    plain, secret = off.value(tf.locals["kafka_settings"]), off.value(tf.locals["kafka_secret_settings"])
+    plain, secret = off.eval(tf.locals["kafka_settings"]), off.eval(tf.locals["kafka_secret_settings"])
     assert {name: value for name, value in plain.items() if name != "KAFKA_BOOTSTRAP_SERVERS"} == {
         "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
         "KAFKA_SASL_MECHANISM": "",

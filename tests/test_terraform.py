@@ -21,6 +21,7 @@ from deploy import package
 from deploy.routes import app_routes, terraform_block
 from functions import load_function
 
+from .hcl_eval import Hcl
 from .terraform_config import TERRAFORM_DIR, expression, first, load, string_arguments
 
 SECRET_NAME = re.compile(
@@ -226,37 +227,39 @@ def test_the_four_functions_are_deployed_with_initializers_in_the_vpc(tf):
     )
 
 
+def evaluated(tf, **variables) -> Hcl:
+    """The stack's locals for these variable values; what only exists after apply stays a ``Ref``."""
+    return Hcl({"var": variables}, tf.locals, symbolic=True)
+
+
 def test_every_setting_the_code_reads_has_a_value_and_secrets_come_from_sensitive_variables(tf):
-    plain, secret = tf.locals["settings"], tf.locals["secret_settings"]
-    # settings and secret_settings are merges of a literal map and kafka.tf's locals
-    given = {**_merged_keys(plain), **_merged_keys(secret)}
+    hcl = evaluated(tf, kafka_sasl_ssl=True)
+    plain, secret = hcl.local("settings"), hcl.local("secret_settings")
     names = set(Settings.names())
-    kafka = _kafka_local_keys(tf) | _kafka_local_keys(tf, secret=True)
-    missing = names - set(given) - kafka
+    missing = names - set(plain) - set(secret)
     assert not missing, f"settings the code reads but Terraform does not set: {sorted(missing)} (main.tf)"
-    stale = (set(given) | kafka) - names
+    stale = (set(plain) | set(secret)) - names
     assert not stale, f"Terraform sets settings the code does not read: {sorted(stale)}"
+    assert not set(plain) & set(secret), "a setting is both plain and secret"
     for name in names:
         if SECRET_NAME.search(name):
             assert name in SECRET_SETTINGS, f"{name} looks secret: list it in common.settings.SECRET_SETTINGS"
-    for name, value in _merged_keys(secret).items():
-        variable = re.fullmatch(r"(?:\$\{)?var\.(\w+)\}?", str(value))
+    for name, value in secret.items():
+        variable = re.fullmatch(r"var\.(\w+)", str(value))
         assert variable, f"{name} must come straight from a variable"
         assert tf.variables[variable.group(1)].get("sensitive") is True, (
             f"var.{variable.group(1)} is not sensitive"
         )
         assert "default" not in tf.variables[variable.group(1)]
-    assert set(_merged_keys(secret)) | _kafka_local_keys(tf, secret=True) == set(SECRET_SETTINGS)
+    assert set(secret) == set(SECRET_SETTINGS)
     assert tf.variables["encrypt_secrets"]["default"] is True
 
 
 def test_each_function_is_given_only_the_settings_it_reads(tf):
     """No function holds a secret it does not use: Terraform's map is the code's map, and each function's
     user data is built from its own entry of it."""
-    lists = {k: v for k, v in tf.locals.items() if k.endswith("_settings") or k == "kafka_settings_used"}
     in_terraform = {
-        function: set(_expand_concat(expression, lists))
-        for function, expression in tf.locals["function_settings"].items()
+        function: set(names) for function, names in evaluated(tf).local("function_settings").items()
     }
     assert in_terraform == {function: set(names) for function, names in FUNCTION_SETTINGS.items()}
     assert FUNCTION_SETTINGS["dashboard"] == frozenset()
@@ -265,12 +268,16 @@ def test_each_function_is_given_only_the_settings_it_reads(tf):
     fn = tf.resource("huaweicloud_fgs_function", "fn")
     assert "local.function_user_data[each.key]" in fn["user_data"]
     assert "local.function_secrets[each.key]" in fn["encrypted_user_data"]
-    for local in ("function_user_data", "function_secrets"):
-        built = tf.locals[local]
-        assert "for function, names in local.function_settings" in built and "for name in names" in built
-    # Secrets go to encrypted user data unless encrypt_secrets is off, never to both.
-    assert "!(var.encrypt_secrets && contains(local.secret_names, name))" in tf.locals["function_user_data"]
-    assert "if var.encrypt_secrets && contains(local.secret_names, name)" in tf.locals["function_secrets"]
+    # Evaluated: each function's user data holds exactly its own settings; secrets go to encrypted
+    # user data unless encrypt_secrets is off, never to both.
+    for encrypt in (True, False):
+        hcl = evaluated(tf, encrypt_secrets=encrypt)
+        plain, secrets = hcl.local("function_user_data"), hcl.local("function_secrets")
+        for function, names in FUNCTION_SETTINGS.items():
+            given = set(plain[function]) | set(secrets[function])
+            assert given == set(names) and not set(plain[function]) & set(secrets[function]), function
+            hidden = set(secrets[function])
+            assert hidden == (names & SECRET_SETTINGS if encrypt else set()), function
 
 
 def test_settings_defaults_in_terraform_match_the_code_where_they_should(tf):
@@ -307,7 +314,7 @@ def test_the_kafka_trigger_is_active_after_one_apply_and_reads_the_topic_ingest_
     assert "batch_size" in event and "var.kafka_trigger_batch_size" in event
     assert "huaweicloud_dms_kafka_instance.kafka.id" in event and "local.kafka_trigger_auth" in event
     # ingest writes the topic named by KAFKA_TOPIC, which is the same topic resource's name.
-    assert _merged_keys(tf.locals["settings"])["KAFKA_TOPIC"] == "huaweicloud_dms_kafka_topic.readings.name"
+    assert evaluated(tf).local("settings")["KAFKA_TOPIC"] == "huaweicloud_dms_kafka_topic.readings.name"
     topic = tf.resource("huaweicloud_dms_kafka_topic", "readings")
     assert topic["name"] == "${var.kafka_topic}" and topic["partitions"] == "${var.kafka_partitions}"
     batch = tf.variables["kafka_trigger_batch_size"]
@@ -456,35 +463,3 @@ def _template_prefix(path: str) -> str:
 def _matches(template: str, path: str) -> bool:
     pattern = "^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)) + "/?$"
     return re.match(pattern, path) is not None
-
-
-def _merged_keys(value: object) -> dict[str, str]:
-    """NAME -> value text of the literal map in ``merge({NAME = value, ...}, local.x)`` (python-hcl2
-    leaves such an expression as text), or of a plain map."""
-    if isinstance(value, dict):
-        return {name: str(v) for name, v in value.items()}
-    literal = re.search(r"merge\(\{(.*?)\}", str(value), re.S)
-    pairs = re.findall(r"\b([A-Z][A-Z0-9_]*)\s*=\s*([^,}]+)", literal.group(1) if literal else "")
-    return {name: text.strip() for name, text in pairs}
-
-
-def _kafka_local_keys(tf, secret: bool = False) -> set[str]:
-    """The setting names kafka.tf's kafka_settings (or kafka_secret_settings) local holds."""
-    local = tf.locals.get("kafka_secret_settings" if secret else "kafka_settings")
-    return (
-        set(local) if isinstance(local, dict) else set(re.findall(r"\b(KAFKA_[A-Z_]+)\s*=", str(local or "")))
-    )
-
-
-def _expand_concat(expression: object, lists: dict) -> list[str]:
-    """The names a ``concat(local.a, local.b, ["X"])`` expression (or a plain list) stands for."""
-    if isinstance(expression, list):
-        return expression
-    names = []
-    for part in re.findall(r"local\.(\w+)|\[([^\]]*)\]", str(expression)):
-        local, literal = part
-        if local:
-            names += lists[local]
-        else:
-            names += re.findall(r'"([A-Z_]+)"', literal)
-    return names
