@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .fgclient import is_not_found, sdk, with_version
+from .fgclient import describe_error, is_not_found, sdk, with_version
+from .report import Report
 
 DEFAULT_ALIAS = "live"  # what APIG and the Kafka trigger call
 _PREVIOUS = re.compile(r"\bprevious=([A-Za-z][\w.-]*)")
@@ -125,6 +126,54 @@ def point_alias(client, urn: str, alias: str, version: str, description: str, *,
                     ),
                 )
             )
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One function's alias to move: where to, with which description, and where it was."""
+
+    function: str
+    urn: str
+    version: str
+    description: str
+    before: AliasState | None  # None: the alias does not exist yet and is created
+    done: str  # what the report says once it moved
+
+
+def move_aliases(client, alias: str, moves: list[AliasMove], report: Report) -> bool:
+    """Move ``alias`` of every function in ``moves``, all or none: after a failed move, the aliases
+    already moved go back where they were (one created by this call stays, and says so). False when
+    a move failed."""
+    moved: list[AliasMove] = []
+    for move in moves:
+        try:
+            point_alias(
+                client, move.urn, alias, move.version, move.description, exists=move.before is not None
+            )
+        except Exception as error:
+            report.fail(
+                f"{move.function}: moving alias {alias} to {move.version} FAILED: {describe_error(error)}"
+            )
+            for done in moved:
+                _move_back(client, alias, done, report)
+            return False
+        moved.append(move)
+        report.say(move.done)
+    return True
+
+
+def _move_back(client, alias: str, move: AliasMove, report: Report) -> None:
+    if move.before is None:
+        report.fail(f"{move.function}: alias {alias} was created by this run and stays on {move.version}")
+        return
+    before = move.before
+    try:
+        point_alias(client, move.urn, alias, before.version, before.description, exists=True)
+        report.say(f"{move.function}: alias {alias} moved back to {before.version}")
+    except Exception as error:
+        report.fail(
+            f"{move.function}: moving alias {alias} back to {before.version} FAILED: {describe_error(error)}"
+        )
 
 
 @dataclass(frozen=True)

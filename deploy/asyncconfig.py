@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .fgclient import DeployError, describe_error, is_not_found, sdk
+from .fgclient import DeployError, describe_error, is_not_found, json_value, sdk
 
 
 @dataclass(frozen=True)
@@ -25,20 +25,11 @@ class AsyncConfigCopy:
     written: bool  # False: the version already reported them, so nothing was written
 
 
-def _parsed_param(param: object) -> object:
-    """A destination's ``param`` is JSON text: compared parsed, spacing and key order do not count."""
-    if isinstance(param, str):
-        try:
-            return json.loads(param)
-        except ValueError:
-            return param
-    return param
-
-
 def _destination(config) -> tuple[str, object] | None:
     if config is None or not config.destination:
         return None
-    return config.destination, _parsed_param(config.param)
+    # param is JSON text: compared parsed, so spacing and key order do not count
+    return config.destination, json_value(config.param)
 
 
 def async_settings(reply) -> dict[str, object] | None:

@@ -8,6 +8,7 @@ point them at a local fake FunctionGraph and a local S3-compatible server).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +101,17 @@ def sdk():
     from huaweicloudsdkfunctiongraph import v2
 
     return v2
+
+
+def json_value(raw: object) -> object:
+    """The API returns some JSON values as text (an invocation's result, a destination's param): that
+    text parsed, or ``raw`` as it is when it is not JSON text."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 def describe_error(error: Exception) -> str:

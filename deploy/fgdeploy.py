@@ -363,44 +363,17 @@ class Deployer:
 
     def _promote(self, candidates: list[Candidate]) -> None:
         alias = self.options.alias
-        moved: list[Candidate] = []
+        moves = []
         for c in candidates:
             previous = c.before.version if c.before else None
-            try:
-                aliases.point_alias(
-                    self.client,
-                    c.urn,
-                    alias,
-                    c.version,
-                    aliases.deployed_note(previous),
-                    exists=c.before is not None,
-                )
-            except Exception as error:
-                self.fail(
-                    f"{c.function}: moving alias {alias} to {c.version} FAILED: {describe_error(error)}"
-                )
-                self._move_back(moved)
-                return
-            moved.append(c)
-            if previous:
-                self.say(f"{c.function}: alias {alias} moved from {previous} to {c.version}")
-            else:
-                self.say(f"{c.function}: alias {alias} created on {c.version}")
-
-    def _move_back(self, moved: list[Candidate]) -> None:
-        """After a failed move: the aliases already moved go back, so the set stays consistent."""
-        alias = self.options.alias
-        for c in moved:
-            if c.before is None:
-                self.fail(f"{c.function}: alias {alias} was created by this run and stays on {c.version}")
-                continue
-            try:
-                aliases.point_alias(
-                    self.client, c.urn, alias, c.before.version, c.before.description, exists=True
-                )
-                self.say(f"{c.function}: alias {alias} moved back to {c.before.version}")
-            except Exception as error:
-                self.fail(f"{c.function}: moving alias {alias} back FAILED: {describe_error(error)}")
+            done = (
+                f"{c.function}: alias {alias} moved from {previous} to {c.version}"
+                if previous
+                else f"{c.function}: alias {alias} created on {c.version}"
+            )
+            note = aliases.deployed_note(previous)
+            moves.append(aliases.AliasMove(c.function, c.urn, c.version, note, c.before, done))
+        aliases.move_aliases(self.client, alias, moves, self.report)
 
     def _prune(self, candidates: list[Candidate]) -> None:
         for c in candidates:

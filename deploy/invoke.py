@@ -7,10 +7,9 @@ for a JSON answer (docs/functiongraph.md, section 4). The function's return valu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from .fgclient import describe_error, sdk
+from .fgclient import describe_error, json_value, sdk
 
 
 @dataclass(frozen=True)
@@ -31,15 +30,6 @@ class Invocation:
         return None
 
 
-def _parse(raw: object) -> object:
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return raw
-
-
 def invoke(client, urn: str, event: dict) -> Invocation:
     """Invoke ``urn`` (a version or alias URN) with ``event`` and wait for the result."""
     v2 = sdk()
@@ -54,5 +44,5 @@ def invoke(client, urn: str, event: dict) -> Invocation:
     request = response.request_id or response.x_cff_request_id or "?"
     log = str(response.log or "")
     if response.status not in (None, 200):
-        return Invocation(_parse(response.result), request, log, f"invocation status {response.status}")
-    return Invocation(_parse(response.result), request, log)
+        return Invocation(json_value(response.result), request, log, f"invocation status {response.status}")
+    return Invocation(json_value(response.result), request, log)

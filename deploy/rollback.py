@@ -15,7 +15,7 @@ from functions import function_names
 
 from . import aliases
 from .aliases import DEFAULT_ALIAS, AliasState
-from .fgclient import Credentials, describe_error, function_urn, make_client
+from .fgclient import Credentials, function_urn, make_client
 from .report import Report
 
 
@@ -80,40 +80,22 @@ def rollback(
         report.say(f"nothing rolled back: every alias stays where it is ({len(report.failures)} problem(s))")
         return report
     prefix = "[dry-run] would move" if options.dry_run else "moved"
-    moved: list[Step] = []
-    for step in steps:
-        if not options.dry_run:
-            try:
-                aliases.point_alias(
-                    client,
-                    step.urn,
-                    alias,
-                    step.state.previous,
-                    aliases.rolled_back_note(step.state.version),
-                    exists=True,
-                )
-            except Exception as error:
-                report.fail(f"{step.function}: moving alias {alias} back FAILED: {describe_error(error)}")
-                _undo(client, alias, moved, report)
-                return report
-            moved.append(step)
-        report.say(
-            f"{step.function}: {prefix} alias {alias} back from {step.state.version} to {step.state.previous}"
+    moves = [
+        aliases.AliasMove(
+            step.function,
+            step.urn,
+            step.state.previous,
+            aliases.rolled_back_note(step.state.version),
+            step.state,
+            f"{step.function}: {prefix} alias {alias} back from {step.state.version} to {step.state.previous}",
         )
+        for step in steps
+    ]
+    if options.dry_run:
+        for move in moves:
+            report.say(move.done)
+    elif not aliases.move_aliases(client, alias, moves, report):
+        return report
     verb = "[dry-run] would roll back" if options.dry_run else "rolled back"
     report.say(f"{verb} {len(steps)} function(s)")
     return report
-
-
-def _undo(client, alias: str, moved: list[Step], report: Report) -> None:
-    """After a failed move: the aliases already moved back go forward again, as they were."""
-    for step in moved:
-        try:
-            aliases.point_alias(
-                client, step.urn, alias, step.state.version, step.state.description, exists=True
-            )
-            report.say(f"{step.function}: alias {alias} returned to {step.state.version}")
-        except Exception as error:
-            report.fail(
-                f"{step.function}: returning alias {alias} to {step.state.version} FAILED: {describe_error(error)}"
-            )

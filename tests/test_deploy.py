@@ -28,8 +28,16 @@ from common import consume
 from common.dms import build_event
 from common.readings import SMOKE_DEVICE_ID, Reading, encode_message
 from deploy import package
-from deploy.aliases import AliasState, PublishedVersion, protected_versions, versions_to_delete
+from deploy.aliases import (
+    AliasMove,
+    AliasState,
+    PublishedVersion,
+    move_aliases,
+    protected_versions,
+    versions_to_delete,
+)
 from deploy.fgclient import Credentials, function_urn, make_client
+from deploy.report import Report
 from functions import load_function
 from local.context import LocalContext
 from tests.fake_functiongraph import (
@@ -493,6 +501,46 @@ def test_what_pruning_keeps():
     assert versions_to_delete(versions, protected, keep_newest=1) == ["v5"]
     assert versions_to_delete(versions, protected, keep_newest=0) == ["v5", "v6"]
     assert versions_to_delete(versions, {"latest"}, keep_newest=6) == []
+
+
+class AliasApi:
+    """Stands in for the SDK client's alias calls: records what each alias points at; refuses to move
+    the aliases of ``refused`` functions."""
+
+    def __init__(self, refused: str):
+        self.refused = refused
+        self.points: dict[str, tuple[str, str]] = {}
+
+    def update_version_alias(self, request):
+        if self.refused in request.function_urn:
+            raise RuntimeError("the API refused")
+        self.points[request.function_urn] = (request.body.version, request.body.description)
+
+    def create_version_alias(self, request):
+        self.update_version_alias(request)
+
+
+def test_alias_moves_are_all_or_nothing():
+    """Deploy and rollback move every function's alias or, when one move fails, put back those moved."""
+    before = {name: AliasState("live", "v1", f"{name} before") for name in ("consumer", "ingest")}
+    moves = [
+        AliasMove(name, f"urn:{name}", "v2", "moved", before[name], f"{name}: moved to v2")
+        for name in ("consumer", "ingest")
+    ]
+    moves.append(AliasMove("query", "urn:query", "v2", "moved", None, "query: created on v2"))
+    api, report = AliasApi(refused="query"), Report(lambda line: None)
+    assert move_aliases(api, "live", moves, report) is False
+    assert api.points == {"urn:consumer": ("v1", "consumer before"), "urn:ingest": ("v1", "ingest before")}
+    assert report.lines == [
+        "consumer: moved to v2",
+        "ingest: moved to v2",
+        "query: moving alias live to v2 FAILED: RuntimeError: the API refused",
+        "consumer: alias live moved back to v1",
+        "ingest: alias live moved back to v1",
+    ]
+    api, report = AliasApi(refused="nothing"), Report(lambda line: None)
+    assert move_aliases(api, "live", moves, report) is True
+    assert set(api.points.values()) == {("v2", "moved")} and report.ok
 
 
 def test_dry_run_calls_nothing_and_needs_no_credentials(dist, service_env):
