@@ -21,6 +21,8 @@ CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Device-Token",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    # A CSV page names the next one in its Link header; a dashboard on another origin follows it.
+    "Access-Control-Expose-Headers": "Link",
 }
 
 

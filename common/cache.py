@@ -2,7 +2,7 @@
 
 Layout (``prefix`` defaults to ``iot:``):
 - ``{prefix}latest``: one hash, ``"<device_id> <metric>"`` -> ``"<epoch microseconds>|<value>|<ISO time>"``
-  (device ids cannot contain spaces), so every device's latest values come back in one round trip
+  (device ids cannot contain spaces), so a device's latest values come back in one round trip
 - ``{prefix}ready``: present once the cache holds everything PostgreSQL had when it was built
 
 Writes go through one Lua script, so comparing and replacing is atomic and an older reading never
@@ -206,18 +206,13 @@ class LatestCache:
 
     def all_latest(self) -> list[LatestValue]:
         """Every latest value, ordered by device and metric."""
-        return [LatestValue(d, m, float(value), moment) for d, m, value, moment in self.all_latest_text()]
-
-    def all_latest_text(self) -> Iterator[tuple[str, str, str, str]]:
-        """(device_id, metric, value as JSON number text, ISO time) of every latest value, ordered by
-        device and metric, produced lazily: GET /api/devices turns them into JSON without building an
-        object per value (profiled: object churn and the garbage collector were half its time)."""
         with _unavailable_on_error():
             entries = self.client.hgetall(self._latest_key)
+        values = []
         for field, entry in sorted(entries.items()):
             device_id, metric = field.split(" ")
-            _, value, moment = entry.split("|")
-            yield device_id, metric, value, moment
+            values.append(self._value(device_id, metric, entry))
+        return values
 
     def ping(self) -> None:
         with _unavailable_on_error():

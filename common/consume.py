@@ -17,11 +17,12 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from .dms import iter_messages
 from .errors import ServiceUnavailable
-from .readings import MessageError, Reading, decode_message
+from .readings import MessageError, Reading, decode_message, retention_error, utc_now
 from .runtime import Runtime, current
 from .store import StoreResult
 
@@ -105,6 +106,21 @@ def _store(runtime: Runtime, readings: list[Reading], context: object) -> StoreR
     )
 
 
+def _within_retention(runtime: Runtime, readings: list[Reading], rejected: list) -> list[Reading]:
+    """The readings young enough to store; each older one is kept as a rejected message of its own
+    (no partition holds its day, and it must not fail the batch)."""
+    days = runtime.settings.raw_retention_days
+    oldest = utc_now() - timedelta(days=days)
+    kept = []
+    for reading in readings:
+        problem = retention_error(reading, oldest, days)
+        if problem is None:
+            kept.append(reading)
+        else:
+            rejected.append(("", reading.to_json(), problem))
+    return kept
+
+
 def handle_batch(event: dict, context: object = None) -> dict:
     readings, rejected, messages = [], [], 0
     for message in iter_messages(event):
@@ -116,6 +132,7 @@ def handle_batch(event: dict, context: object = None) -> dict:
             rejected.append((message.topic, message.value, error.reason))
             log.warning("rejected a message on %s: %s", message.topic or "?", error.reason)
     runtime = current()
+    readings = _within_retention(runtime, readings, rejected)
     result = _store(runtime, readings, context)
     # After the readings: a retried batch stores them again harmlessly.
     _retrying(lambda: runtime.store.reject(rejected), context)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from .apig import ApigRequest, Response
 from .auth import Principal, authorize_readings
-from .errors import PayloadTooLarge, UnsupportedMediaType
-from .readings import json_list, parse_bulk, parse_reading, utc_now
+from .errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
+from .readings import Reading, json_list, parse_bulk, parse_reading, retention_error, utc_now
 from .runtime import current
 
 MAX_BODY_BYTES = 256 * 1024  # 100 readings take about 10 KiB
@@ -45,11 +47,23 @@ def _principal(request: ApigRequest) -> Principal | None:
     return runtime.tokens.authenticate(request) if runtime.settings.auth_enabled else None
 
 
+def _check_retention(readings: list[Reading], now, *, bulk: bool) -> None:
+    """Refuse readings older than the raw retention: no partition would hold them."""
+    days = current().settings.raw_retention_days
+    oldest = now - timedelta(days=days)
+    for index, reading in enumerate(readings):
+        problem = retention_error(reading, oldest, days)
+        if problem is not None:
+            raise ValidationError(f"Reading {index}: {problem}" if bulk else problem)
+
+
 def submit_reading(request: ApigRequest) -> dict:
     """POST /api/device/data"""
     principal = _principal(request)
     body, is_form = _single_body(request)
-    reading = parse_reading(body, utc_now(), form=is_form)
+    now = utc_now()
+    reading = parse_reading(body, now, form=is_form)
+    _check_retention([reading], now, bulk=False)
     if principal is not None:
         authorize_readings(principal, [reading], bulk=False)
     (shown,) = current().producer.send([reading])
@@ -65,7 +79,9 @@ def submit_bulk(request: ApigRequest) -> dict:
         raise UnsupportedMediaType(
             f"Content-Type {request.content_type} is not supported; send application/json"
         )
-    readings = parse_bulk(request.json(), utc_now())
+    now = utc_now()
+    readings = parse_bulk(request.json(), now)
+    _check_retention(readings, now, bulk=True)
     if principal is not None:
         authorize_readings(principal, readings, bulk=True)
     shown = current().producer.send(readings)

@@ -7,23 +7,44 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
+from . import series
 from .apig import ApigRequest, Response, json_response
 from .auth import require_admin
 from .cache import CacheUnavailable
 from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
-from .readings import SMOKE_DEVICE_ID, format_timestamp, parse_device_id, parse_metric_type
+from .readings import (
+    MAX_DEVICE_ID_LENGTH,
+    MetricType,
+    format_timestamp,
+    parse_device_id,
+    parse_metric_type,
+    utc_now,
+)
 from .runtime import Runtime, current
 from .store import LatestValue
+from .timeseries import (
+    decode_cursor,
+    encode_cursor,
+    format_time,
+    parse_aggregates,
+    parse_interval,
+    parse_range,
+    parse_zone,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
+SERIES_DEFAULT_SPAN = timedelta(days=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _from_cache_or_store(runtime: Runtime, from_cache, from_store):
@@ -42,11 +63,9 @@ def _from_cache_or_store(runtime: Runtime, from_cache, from_store):
         return from_store()
 
 
-def latest_values(runtime: Runtime, device_id: str | None = None) -> list[LatestValue]:
-    """Latest values of one device, or of all, ordered by device and metric."""
+def latest_values(runtime: Runtime, device_id: str) -> list[LatestValue]:
+    """Latest values of one device, ordered by metric."""
     cache, store = runtime.cache, runtime.store
-    if device_id is None:
-        return _from_cache_or_store(runtime, cache.all_latest, store.latest)
 
     def from_cache() -> list[LatestValue]:
         # Not cached is not proof of absence (a missed cache write): PostgreSQL decides.
@@ -63,33 +82,64 @@ def _last_updated(values: Sequence[LatestValue]) -> str | None:
     return max(v.timestamp for v in values) if values else None
 
 
-def list_devices(request: ApigRequest) -> Response:
-    """GET /api/devices: ``{"devices": [{"device_id", "metrics": {...}, "last_updated"}]}``.
+MAX_DEVICES_PAGE = 1000
 
-    The dashboard polls this for every device; the JSON is written directly from the (sorted)
-    latest values instead of building and encoding a dict per metric, which profiled as most of the
-    time and the garbage for a thousand devices. Values are finite floats (validated) kept as their
-    ``repr``, which is valid JSON; ids go through ``json.dumps``; times come from ``isoformat``.
+
+def _whole_number(name: str, raw: str | None, default: int, maximum: int) -> int:
+    """A positive whole number up to ``maximum`` (larger asks get ``maximum``), or ``default``."""
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        number = int(raw.strip())
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number from 1 to {maximum}, not {raw[:20]!r}") from None
+    if number < 1:
+        raise BadRequest(f"{name} must be at least 1 (at most {maximum} are returned)")
+    return min(number, maximum)
+
+
+def list_devices(request: ApigRequest) -> Response:
+    """GET /api/devices?limit=&cursor=&prefix=: a page of devices in device-id order,
+    ``{"devices": [{"device_id", "metrics": {...}, "last_updated"}], "has_more", "next_cursor"}``.
+
+    Pages walk PostgreSQL's latest-value key, so a page costs the same at any fleet size. The JSON is
+    written directly from the (sorted) rows instead of building and encoding a dict per metric, which
+    profiled as most of the time for a thousand devices. Values are finite floats (validated) written
+    as their ``repr``, which is valid JSON; ids go through ``json.dumps``; times come from ``isoformat``.
     """
-    runtime = current()
-    rows = _from_cache_or_store(
-        runtime,
-        lambda: list(runtime.cache.all_latest_text()),
-        lambda: [(d, m, repr(float(v)), t) for d, m, v, t in runtime.store.latest()],
-    )
-    devices = []
+    query = request.query
+    limit = _whole_number("limit", query.get("limit"), MAX_DEVICES_PAGE, MAX_DEVICES_PAGE)
+    prefix = query.get("prefix") or ""
+    if len(prefix) > MAX_DEVICE_ID_LENGTH:
+        raise BadRequest(f"prefix must be at most {MAX_DEVICE_ID_LENGTH} characters")
+    scope = f"devices {prefix}"
+    after = None
+    if query.get("cursor"):
+        after = decode_cursor(query["cursor"], scope).get("after")
+        if not isinstance(after, str):
+            raise BadRequest("cursor is not a position in the device list; start again without it")
+    rows = current().store.devices_page(after, prefix, limit + 1)
+    devices, last_id = [], None
     for device_id, group in groupby(rows, key=itemgetter(0)):
-        if device_id == SMOKE_DEVICE_ID:  # the deploy command's smoke readings are not a device
-            continue
+        if len(devices) == limit:
+            break
         metrics, last = [], ""
         for _, metric, value, moment in group:
-            metrics.append(f'"{metric}": {{"value": {value}, "timestamp": "{moment}"}}')
+            metrics.append(f'"{metric}": {{"value": {float(value)!r}, "timestamp": "{moment}"}}')
             if moment > last:
                 last = moment
         devices.append(
             f'{{"device_id": {json.dumps(device_id)}, "metrics": {{{", ".join(metrics)}}}, "last_updated": "{last}"}}'
         )
-    return Response(200, '{"devices": [' + ", ".join(devices) + "]}")
+        last_id = device_id
+    has_more = len({row[0] for row in rows}) > limit
+    next_cursor = json.dumps(encode_cursor({"after": last_id}, scope)) if has_more else "null"
+    return Response(
+        200,
+        '{"devices": ['
+        + ", ".join(devices)
+        + f'], "has_more": {json.dumps(has_more)}, "next_cursor": {next_cursor}}}',
+    )
 
 
 def _device_id(raw: str) -> str:
@@ -114,26 +164,49 @@ def device_latest(request: ApigRequest, device_id: str) -> dict:
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None or raw.strip() == "":
-        return DEFAULT_HISTORY_LIMIT
-    try:
-        limit = int(raw.strip())
-    except ValueError:
-        raise BadRequest(
-            f"limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}, not {raw[:20]!r}"
-        ) from None
-    if limit < 1:
-        raise BadRequest(f"limit must be at least 1 (at most {MAX_HISTORY_LIMIT} are returned)")
-    return min(limit, MAX_HISTORY_LIMIT)
+    return _whole_number("limit", raw, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)
 
 
-def device_history(request: ApigRequest, device_id: str) -> dict:
-    """GET /api/device/{device_id}/history?metric_type=&limit= (newest first)"""
+def _optional_metric(raw: str | None) -> str | None:
+    return parse_metric_type(raw) if raw not in (None, "") else None
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _wants_csv(request: ApigRequest) -> bool:
+    kind = request.query.get("format")
+    if kind in (None, ""):
+        return "text/csv" in request.headers.get("accept", "")
+    if kind not in ("json", "csv"):
+        raise BadRequest(f"format must be json or csv, not {kind[:20]!r}")
+    return kind == "csv"
+
+
+def device_history(request: ApigRequest, device_id: str) -> Response | dict:
+    """GET /api/device/{device_id}/history?metric_type=&from=&to=&limit=&cursor=&format=
+
+    Newest first, a page at a time: ``next_cursor`` is the position after the page's last reading,
+    so paging through a range returns every reading stored before the first page exactly once."""
     device_id = _device_id(device_id)
-    raw_metric = request.query.get("metric_type")
-    metric = parse_metric_type(raw_metric) if raw_metric not in (None, "") else None
-    limit = parse_limit(request.query.get("limit"))
-    rows = current().store.history(device_id, metric, limit)
+    query = request.query
+    metric = _optional_metric(query.get("metric_type"))
+    limit = parse_limit(query.get("limit"))
+    start, end = parse_range(query.get("from"), query.get("to"), utc_now(), None)
+    scope = f"history {device_id} {metric} {start and _micros(start)} {end and _micros(end)}"
+    after = None
+    if query.get("cursor"):
+        after = _history_position(decode_cursor(query["cursor"], scope), metric, start, end)
+    rows = current().store.history_page(device_id, metric, start, end, after, limit + 1)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if has_more:
+        kind, _, moment = rows[-1]
+        next_cursor = encode_cursor({"t": _micros(moment), "m": kind}, scope)
+    if _wants_csv(request):
+        return _history_csv(request, device_id, rows, next_cursor)
     return {
         "device_id": device_id,
         "metric_type": metric,
@@ -141,6 +214,64 @@ def device_history(request: ApigRequest, device_id: str) -> dict:
             {"metric_type": kind, "value": value, "timestamp": format_timestamp(moment)}
             for kind, value, moment in rows
         ],
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+    }
+
+
+def _history_position(
+    position: dict, metric: str | None, start: datetime | None, end: datetime | None
+) -> tuple[datetime, str]:
+    """The (time, metric) a cursor points after, checked against this request's range."""
+    try:
+        moment = EPOCH + timedelta(microseconds=int(position["t"]))
+        kind = position["m"]
+        if kind not in MetricType.names() or (metric is not None and kind != metric):
+            raise ValueError(kind)
+        if (start is not None and moment < start) or (end is not None and moment >= end):
+            raise ValueError(moment)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise BadRequest("cursor is not a position in this range; start again without it") from None
+    return moment, kind
+
+
+CSV_HEADER = "timestamp,device_id,metric_type,value\r\n"
+
+
+def _history_csv(request: ApigRequest, device_id: str, rows: list, next_cursor: str | None) -> Response:
+    """A page as CSV; the next page's address in ``Link``. Device ids and metric names are plain
+    (letters, digits and ``_.:@-``), and values are numbers, so no field needs quoting."""
+    lines = [f"{format_timestamp(moment)},{device_id},{kind},{value!r}\r\n" for kind, value, moment in rows]
+    headers = {}
+    if next_cursor is not None:
+        params = {name: value for name, value in request.query.items() if name != "cursor"}
+        params.update(format="csv", cursor=next_cursor)
+        link = f"/api/device/{quote(device_id, safe='')}/history?{urlencode(params)}"
+        headers["Link"] = f'<{link}>; rel="next"'
+    return Response(200, CSV_HEADER + "".join(lines), "text/csv; charset=utf-8", headers)
+
+
+def device_series(request: ApigRequest, device_id: str) -> dict:
+    """GET /api/device/{device_id}/series?metric_type=&from=&to=&interval=&agg=&tz=: aggregates per
+    bucket, oldest first, one point per bucket that holds readings."""
+    device_id = _device_id(device_id)
+    query = request.query
+    if query.get("metric_type") in (None, ""):
+        raise BadRequest(f"metric_type is required: one of {', '.join(MetricType.names())}")
+    metric = parse_metric_type(query["metric_type"])
+    zone = parse_zone(query.get("tz"))
+    start, end = parse_range(query.get("from"), query.get("to"), utc_now(), SERIES_DEFAULT_SPAN)
+    interval = parse_interval(query.get("interval"), start, end)
+    aggregates = parse_aggregates(query.get("agg"))
+    points = series.points(current().store, device_id, metric, start, end, interval, zone, aggregates)
+    return {
+        "device_id": device_id,
+        "metric_type": metric,
+        "interval": interval.name,
+        "tz": zone.key,
+        "from": format_time(start, zone),
+        "to": format_time(end, zone),
+        "points": points,
     }
 
 

@@ -288,6 +288,16 @@ def parse_bulk(body: object, received_at: datetime | None = None) -> list[Readin
     return readings
 
 
+def retention_error(reading: Reading, oldest: datetime, days: int) -> str | None:
+    """Why ``reading`` is too old to store (before ``oldest``, RAW_RETENTION_DAYS ago), or None."""
+    if reading.timestamp >= oldest:
+        return None
+    return (
+        f"timestamp {reading.timestamp.isoformat()} is older than the raw retention of {days} days"
+        " (RAW_RETENTION_DAYS): such readings are not stored; a backfill needs a longer retention"
+    )
+
+
 # --- Kafka messages -------------------------------------------------------------------------
 # One message per accepted request: the broker acknowledges it whole or not at all, so a request is
 # never half queued. The consumer also accepts a bare reading object (one reading per message).

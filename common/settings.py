@@ -120,10 +120,24 @@ class Settings:
     # How long a verified (or refused) token is remembered per process, so ingest does not ask
     # PostgreSQL on every request. A revoked token stops working within this time.
     auth_cache_seconds: int = 60
+    # Raw readings are kept this many days: older ones are refused (ingest answers 400, the consumer
+    # keeps them as rejected messages) and their daily partitions are dropped. Backfilling older data
+    # needs a longer retention first.
+    raw_retention_days: int = 90
+    # Rollups (the per-minute and per-15-minute aggregates) are kept this many days; 0 keeps them.
+    rollup_retention_days: int = 0
+    # Local runner only: how often it runs the maintenance pass (in the cloud a TIMER trigger does).
+    maintenance_interval_seconds: int = 300
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         _check_kafka_security(self)
+        if self.raw_retention_days < 1:
+            raise SettingsError(f"RAW_RETENTION_DAYS must be at least 1, not {self.raw_retention_days}")
+        if self.rollup_retention_days < 0:
+            raise SettingsError(
+                f"ROLLUP_RETENTION_DAYS must be 0 (keep) or more, not {self.rollup_retention_days}"
+            )
 
     @classmethod
     def from_lookup(cls, lookup: Lookup) -> Settings:
@@ -182,11 +196,14 @@ _KAFKA = (
     "KAFKA_SSL_CAFILE",
 )
 _AUTH = ("AUTH_ENABLED", "AUTH_CACHE_SECONDS")
+_RETENTION = ("RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS")
 FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
-    # queues readings; checks device tokens in PostgreSQL
-    "ingest": frozenset((*_KAFKA, *_DATABASE, *_AUTH, "LOG_LEVEL")),
-    # stores batches in PostgreSQL, then Redis; migrates the schema
-    "consumer": frozenset((*_DATABASE, *_REDIS, "LOG_LEVEL")),
+    # queues readings (refusing those older than the raw retention); checks device tokens in PostgreSQL
+    "ingest": frozenset((*_KAFKA, *_DATABASE, *_AUTH, "RAW_RETENTION_DAYS", "LOG_LEVEL")),
+    # stores batches in PostgreSQL (creating a missing partition), then Redis; migrates the schema
+    "consumer": frozenset((*_DATABASE, *_REDIS, *_RETENTION, "LOG_LEVEL")),
+    # on a timer: partitions ahead, expired ones dropped, rollups backfilled; migrates the schema
+    "maintenance": frozenset((*_DATABASE, *_RETENTION, "LOG_LEVEL")),
     # reads Redis and PostgreSQL; /ready asks Kafka; delete-all needs demo mode and the admin token
     "query": frozenset((*_DATABASE, *_REDIS, *_KAFKA, *_AUTH, "DEMO_MODE", "LOG_LEVEL")),
     "dashboard": frozenset(),

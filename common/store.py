@@ -8,6 +8,7 @@ time, so late and out-of-order readings land in the history without replacing a 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,61 +17,13 @@ from typing import NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from . import schema
 from .errors import ServiceUnavailable
 from .readings import SMOKE_DEVICE_ID, Reading
+from .schema import ROLLUPS
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Ordered, append-only: each entry runs once, in one transaction, under an advisory lock.
-MIGRATIONS: list[str] = [
-    # 1: the original service's table, with identity and the enum it had.
-    """
-    CREATE TYPE metric_type AS ENUM
-        ('temperature', 'humidity', 'pressure', 'voltage', 'current', 'power');
-    CREATE TABLE reading (
-        device_id   text             NOT NULL,
-        metric_type metric_type      NOT NULL,
-        value       double precision NOT NULL,
-        timestamp   timestamptz      NOT NULL,
-        PRIMARY KEY (device_id, metric_type, timestamp)
-    );
-    CREATE INDEX reading_device_time ON reading (device_id, timestamp DESC);
-    CREATE TABLE latest_reading (
-        device_id   text             NOT NULL,
-        metric_type metric_type      NOT NULL,
-        value       double precision NOT NULL,
-        timestamp   timestamptz      NOT NULL,
-        PRIMARY KEY (device_id, metric_type)
-    );
-    CREATE TABLE rejected_message (
-        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        received_at timestamptz NOT NULL DEFAULT now(),
-        topic       text        NOT NULL DEFAULT '',
-        raw         text        NOT NULL,
-        reason      text        NOT NULL
-    );
-    """,
-    # 2: access tokens, stored only as SHA-256 hashes of high-entropy random tokens.
-    """
-    CREATE TABLE api_token (
-        token_hash  text        PRIMARY KEY,
-        name        text        NOT NULL,
-        devices     text[]      NOT NULL DEFAULT '{}',
-        is_admin    boolean     NOT NULL DEFAULT false,
-        created_at  timestamptz NOT NULL DEFAULT now(),
-        revoked_at  timestamptz
-    );
-    CREATE INDEX api_token_name ON api_token (name);
-    """,
-    # 3: history across metrics reads the primary key once per metric instead (see history()):
-    # every index is maintained on every insert, and this one cost storing much of its speed.
-    """
-    DROP INDEX IF EXISTS reading_device_time;
-    """,
-]
-
-_MIGRATION_LOCK = 0x10770001  # any constant shared by every process of this service
 
 # A batch travels by binary COPY into this per-connection scratch table (created when the pool opens
 # a connection; emptied at every commit): a tenth of the client CPU of array parameters, twice the rows/s.
@@ -83,17 +36,26 @@ _COPY_INCOMING = "COPY incoming (device_id, metric_type, value, timestamp) FROM 
 
 # A batch is nearly always new readings: Kafka redelivers only after a failure or a rebalance. So
 # storing first tries plain inserts, which fail on the first reading that is already stored; only
-# then does it store the batch again with the statement that skips duplicates. Checking every
-# reading for a conflict first costs a second index search per row, a large part of storing.
-# Both insert in key order, so consumers
-# storing at the same time take index locks in the same order.
+# then are the stored ones (and repeats within the batch) removed from the batch and the rest stored
+# the same way. Checking every reading for a conflict first costs a second index search per row, a
+# large part of storing. Inserts go in key order, so consumers storing at the same time take index
+# locks in the same order. Whatever reaches the statements below was inserted: the latest values,
+# rollups and counts are moved forward from exactly those rows, in the same transaction.
 _INSERT_NEW = """
 INSERT INTO reading (device_id, metric_type, value, timestamp)
 SELECT device_id, metric_type::metric_type, value, timestamp FROM incoming
 ORDER BY device_id, metric_type, timestamp
 """
-# After the plain insert: every incoming row is in the table, so the latest values move forward
-# from them. DISTINCT ON keeps the newest row per key.
+_DROP_STORED = """
+DELETE FROM incoming i USING reading r
+WHERE r.device_id = i.device_id AND r.metric_type = i.metric_type::metric_type AND r.timestamp = i.timestamp
+"""
+_DROP_REPEATS = """
+DELETE FROM incoming a USING incoming b
+WHERE a.device_id = b.device_id AND a.metric_type = b.metric_type AND a.timestamp = b.timestamp
+  AND a.ctid > b.ctid
+"""
+# DISTINCT ON keeps the newest row per key.
 _MOVE_LATEST = """
 INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
 SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type::metric_type, value, timestamp
@@ -102,28 +64,132 @@ ON CONFLICT (device_id, metric_type) DO UPDATE
     SET value = excluded.value, timestamp = excluded.timestamp
     WHERE l.timestamp < excluded.timestamp
 """
-# When some readings are stored already: one statement inserts the rest (duplicates are skipped) and
-# moves the latest values forward from exactly the rows that were inserted.
-_INSERT_SKIPPING_STORED = """
-WITH inserted AS (
-    INSERT INTO reading (device_id, metric_type, value, timestamp)
-    SELECT device_id, metric_type::metric_type, value, timestamp FROM incoming
-    ORDER BY device_id, metric_type, timestamp
-    ON CONFLICT DO NOTHING
-    RETURNING device_id, metric_type, value, timestamp
-), newest AS (
-    SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, value, timestamp
-    FROM inserted ORDER BY device_id, metric_type, timestamp DESC
-), moved AS (
-    INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
-    SELECT device_id, metric_type, value, timestamp FROM newest
-    ON CONFLICT (device_id, metric_type) DO UPDATE
-        SET value = excluded.value, timestamp = excluded.timestamp
-        WHERE l.timestamp < excluded.timestamp
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM moved)
+# One row per series and bucket merged into each rollup level. {since} limits it to readings at or
+# after the rollup horizon while older data is being backfilled (schema.py).
+_ROLLUP = """
+INSERT INTO {table} AS r
+    (device_id, metric_type, bucket, count, sum, min, max, first_time, first_value, last_time, last_value)
+SELECT device_id, metric_type::metric_type, date_bin('{width}', timestamp, timestamptz 'epoch'),
+       count(*), sum(value), min(value), max(value),
+       min(timestamp), (array_agg(value ORDER BY timestamp))[1],
+       max(timestamp), (array_agg(value ORDER BY timestamp DESC))[1]
+FROM incoming {since}
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (device_id, metric_type, bucket) DO UPDATE SET
+    count = r.count + excluded.count,
+    sum = r.sum + excluded.sum,
+    min = least(r.min, excluded.min),
+    max = greatest(r.max, excluded.max),
+    first_value = CASE WHEN excluded.first_time < r.first_time THEN excluded.first_value ELSE r.first_value END,
+    first_time = least(r.first_time, excluded.first_time),
+    last_value = CASE WHEN excluded.last_time > r.last_time THEN excluded.last_value ELSE r.last_value END,
+    last_time = greatest(r.last_time, excluded.last_time)
 """
+# Readings per UTC day for the stats; spread over shards so that concurrent batches rarely wait for
+# one another's row lock. The deploy command's smoke readings are not counted.
+COUNT_SHARDS = 16
+_COUNT = """
+INSERT INTO reading_count AS c (day, shard, readings)
+SELECT (timestamp AT TIME ZONE 'UTC')::date, %(shard)s, count(*) FROM incoming
+WHERE device_id <> %(smoke)s {since}
+GROUP BY 1 ORDER BY 1
+ON CONFLICT (day, shard) DO UPDATE SET readings = c.readings + excluded.readings
+"""
+# While old data is backfilled, batches share this lock and the backfill takes it alone: a batch's
+# readings are rolled up either by the batch or by the backfill, never both and never neither.
+ROLLUP_LOCK = 0x10770002
+_SINCE_HORIZON = "timestamp >= (SELECT complete_from FROM rollup_horizon)"
+
+
+def rollup_statements(since: str = "") -> list[str]:
+    """The statements that merge ``incoming`` into every rollup level and the day counts."""
+    where = f"WHERE {since}" if since else ""
+    return [
+        *(
+            _ROLLUP.format(table=table, width=f"{int(width.total_seconds())} seconds", since=where)
+            for table, width in ROLLUPS
+        ),
+        _COUNT.format(since=f"AND {since}" if since else ""),
+    ]
+
+
+# -- reads -------------------------------------------------------------------------------------
+_NEGATIVE_INFINITY = datetime.min.replace(tzinfo=schema.UTC)
+_INFINITY = datetime.max.replace(tzinfo=schema.UTC)
+
+# A page of one metric: an ordered walk of the primary key, across the day partitions in time order.
+_HISTORY_ONE_METRIC = """
+SELECT metric_type::text, value, timestamp FROM reading
+WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
+  AND timestamp >= %(start)s AND timestamp < %(upper)s
+ORDER BY timestamp DESC LIMIT %(limit)s
+"""
+# Across metrics the order is (timestamp DESC, metric in enum order). After the position (t, m), a
+# metric ordered after m may still show a reading at exactly t; the others only before t. Each
+# metric's bound is one index range, so every page is a walk of the primary key per metric.
+_HISTORY_ALL_METRICS = """
+SELECT m.metric_type::text, r.value, r.timestamp
+FROM unnest(enum_range(NULL::metric_type)) AS m(metric_type)
+CROSS JOIN LATERAL (
+    SELECT value, timestamp FROM reading
+    WHERE device_id = %(device)s AND metric_type = m.metric_type AND timestamp >= %(start)s
+      AND timestamp < CASE WHEN m.metric_type > %(after_metric)s::metric_type
+                           THEN %(upper)s + interval '1 microsecond' ELSE %(upper)s END
+    ORDER BY timestamp DESC LIMIT %(limit)s
+) AS r
+ORDER BY r.timestamp DESC, m.metric_type LIMIT %(limit)s
+"""
+# Rollup rows for the whole rollup buckets in [rollup_from, rollup_to), raw readings for the rest of
+# [start, end); then grouped by the local bucket start and the UTC offset of each row. Every zone's
+# offset is a multiple of 15 minutes and changes on such a boundary, so no rollup row spans two local
+# buckets or two offsets. The origin is a Monday: 7-day buckets are ISO weeks.
+_SERIES = """
+WITH rows AS (
+    SELECT bucket AS t, count, sum, min, max, first_time, first_value, last_time, last_value
+    FROM {table}
+    WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
+      AND bucket >= %(rollup_from)s AND bucket < %(rollup_to)s
+    UNION ALL
+    SELECT timestamp, 1, value, value, value, timestamp, value, timestamp, value FROM reading
+    WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
+      AND timestamp >= %(start)s AND timestamp < %(rollup_from)s
+    UNION ALL
+    SELECT timestamp, 1, value, value, value, timestamp, value, timestamp, value FROM reading
+    WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
+      AND timestamp >= %(rollup_to)s AND timestamp < %(end)s
+), local AS (
+    SELECT *, t AT TIME ZONE %(zone)s AS wall, (t AT TIME ZONE %(zone)s) - (t AT TIME ZONE 'UTC') AS offset
+    FROM rows
+)
+SELECT date_bin(%(step)s::interval, wall, timestamp '2000-01-03') AS local_start, "offset",
+       sum(count)::bigint, sum(sum), min(min), max(max),
+       min(first_time), (array_agg(first_value ORDER BY first_time))[1],
+       max(last_time), (array_agg(last_value ORDER BY last_time DESC))[1]
+FROM local GROUP BY 1, 2 ORDER BY 1, 2
+"""
+# The next devices in byte order, then their latest values: both walks of latest_reading's key.
+_DEVICES_PAGE = """
+WITH devices AS (
+    SELECT DISTINCT device_id FROM latest_reading
+    WHERE device_id > %(after)s AND device_id >= %(low)s AND device_id < %(high)s
+      AND starts_with(device_id, %(prefix)s) AND device_id <> %(smoke)s
+    ORDER BY device_id LIMIT %(limit)s
+)
+SELECT l.device_id, l.metric_type::text, l.value, l.timestamp
+FROM latest_reading l JOIN devices USING (device_id)
+ORDER BY l.device_id, l.metric_type
+"""
+
+
+def _floor(moment: datetime, width) -> datetime:
+    """``moment`` down to a multiple of ``width`` since the epoch (the rollups' buckets)."""
+    epoch = datetime(1970, 1, 1, tzinfo=schema.UTC)
+    return epoch + ((moment - epoch) // width) * width
+
+
+def _ceil(moment: datetime, width) -> datetime:
+    floor = _floor(moment, width)
+    return floor if floor == moment else floor + width
 
 
 MAX_REJECTED_TEXT = 256 * 1024
@@ -197,6 +263,7 @@ class ReadingStore:
         self.settings = settings
         self._pool: ConnectionPool | None = None
         self._migrated = False
+        self._rollups_complete = False
 
     # -- connections -------------------------------------------------------------------------
     def _conninfo(self) -> str:
@@ -230,6 +297,11 @@ class ReadingStore:
             log.warning("PostgreSQL unavailable: %s", error)
             raise ServiceUnavailable("The database is unavailable; try again shortly") from error
 
+    def run(self, action: Callable[[psycopg.Connection], T]) -> T:
+        """``action(conn)`` on a pooled connection of the migrated database (autocommit: the action
+        opens its own transactions); a dead database becomes a 503."""
+        return self._run(action)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -237,22 +309,14 @@ class ReadingStore:
 
     # -- schema ------------------------------------------------------------------------------
     def migrate(self) -> int:
-        """Bring the schema up to date; safe to run from many processes at once. Returns the version."""
+        """Bring the schema up to date and the partitions ahead; safe from many processes at once.
+        Returns the schema version."""
 
         def apply(conn: psycopg.Connection) -> int:
+            version = schema.migrate(conn)
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version ("
-                    " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-                for version, sql in enumerate(MIGRATIONS, start=1):
-                    if version > current:
-                        log.info("applying schema migration %d", version)
-                        conn.execute(sql)
-                        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
-            return len(MIGRATIONS)
+                schema.ensure_partitions(conn, datetime.now(schema.UTC), self.settings.raw_retention_days)
+            return version
 
         version = self._run(apply, migrate=False)
         self._migrated = True
@@ -260,7 +324,8 @@ class ReadingStore:
 
     # -- writes ------------------------------------------------------------------------------
     def store(self, readings: Sequence[Reading]) -> StoreResult:
-        """Store a batch once: duplicates skipped, latest values only moved forward."""
+        """Store a batch once: duplicates skipped; latest values only moved forward; rollups and day
+        counts merged from the rows inserted, in the same transaction."""
         if not readings:
             return StoreResult(0, 0, 0)
 
@@ -270,24 +335,51 @@ class ReadingStore:
                 for r in readings:
                     copy.write_row((r.device_id, r.metric_type, r.value, r.timestamp))
 
-        def insert_new(conn: psycopg.Connection) -> StoreResult:
+        def insert(conn: psycopg.Connection, skip_stored: bool) -> StoreResult:
             copy_incoming(conn)
-            conn.execute(_INSERT_NEW)
-            return StoreResult(len(readings), 0, conn.execute(_MOVE_LATEST).rowcount)
-
-        def insert_skipping_stored(conn: psycopg.Connection) -> StoreResult:
-            copy_incoming(conn)
-            stored, moved = conn.execute(_INSERT_SKIPPING_STORED).fetchone()
+            if skip_stored:
+                conn.execute(_DROP_REPEATS)
+                conn.execute(_DROP_STORED)
+            since = "" if self._rollups_complete else self._share_rollups(conn)
+            stored = conn.execute(_INSERT_NEW).rowcount
+            moved = conn.execute(_MOVE_LATEST).rowcount
+            shard = random.randrange(COUNT_SHARDS)
+            for statement in rollup_statements(since):
+                conn.execute(statement, {"shard": shard, "smoke": SMOKE_DEVICE_ID})
             return StoreResult(stored, len(readings) - stored, moved)
 
-        def insert(conn: psycopg.Connection) -> StoreResult:
-            try:
-                return _in_transaction(conn, insert_new)
-            except psycopg.errors.UniqueViolation:
-                # Some are stored already (a redelivery, or one reading twice in the batch).
-                return _in_transaction(conn, insert_skipping_stored)
+        def store(conn: psycopg.Connection) -> StoreResult:
+            skip_stored = False
+            for attempt in range(4):
+                try:
+                    return _in_transaction(conn, lambda c, skip=skip_stored: insert(c, skip))
+                except psycopg.errors.UniqueViolation:
+                    # Some are stored already (a redelivery, one reading twice in the batch, or
+                    # another consumer storing the same reading meanwhile).
+                    skip_stored = True
+                except psycopg.errors.CheckViolation as error:
+                    # No partition for a reading's day (the maintenance pass has not run for a week,
+                    # or the day was just dropped): create the days of this batch, then store again.
+                    if attempt == 3 or "partition" not in str(error):
+                        raise
+                    times = [r.timestamp for r in readings]
+                    with conn.transaction():
+                        schema.ensure_raw_partitions(conn, min(times), max(times))
+            raise AssertionError("unreachable")
 
-        return self._run(insert)
+        return self._run(store)
+
+    def _share_rollups(self, conn: psycopg.Connection) -> str:
+        """While rollups are backfilled below the horizon: take the shared lock and roll up only the
+        readings at or after it. Once complete, nothing is ever backfilled again (remembered)."""
+        (complete,) = conn.execute(
+            "SELECT complete_from = '-infinity'::timestamptz FROM rollup_horizon"
+        ).fetchone()
+        if complete:
+            self._rollups_complete = True
+            return ""
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
+        return _SINCE_HORIZON
 
     def reject(self, rejected: Iterable[tuple[str, str, str]]) -> int:
         """Keep messages that cannot be readings: (topic, raw payload, reason), in one statement."""
@@ -342,7 +434,12 @@ class ReadingStore:
         )
 
     def delete_all(self) -> None:
-        self._run(lambda conn: conn.execute("TRUNCATE reading, latest_reading, rejected_message"))
+        rollups = ", ".join(table for table, _ in ROLLUPS)
+        self._run(
+            lambda conn: conn.execute(
+                f"TRUNCATE reading, {rollups}, reading_count, latest_reading, rejected_message"
+            )
+        )
 
     # -- reads -------------------------------------------------------------------------------
     def latest(self, device_id: str | None = None) -> list[LatestValue]:
@@ -357,44 +454,115 @@ class ReadingStore:
             lambda conn: [LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(sql, params)]
         )
 
-    def history(
-        self, device_id: str, metric_type: str | None, limit: int
+    def history_page(
+        self,
+        device_id: str,
+        metric_type: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
     ) -> list[tuple[str, float, datetime]]:
-        """(metric_type, value, timestamp) newest first."""
+        """Up to ``limit`` readings (metric_type, value, timestamp) in [start, end), newest first and
+        then by metric, strictly after the position ``after`` (the last row of the previous page).
+
+        A keyset page: each page starts where the previous ended, so readings stored meanwhile shift
+        nothing. Across metrics it reads the primary key once per metric (no second index on
+        (device_id, timestamp) to maintain on every insert) and merges."""
+        upper = end
+        after_metric = None
+        if after is not None:
+            upper = after[0] if end is None or after[0] < end else end
+            after_metric = after[1]
+        params = {
+            "device": device_id,
+            "metric": metric_type,
+            "start": start or _NEGATIVE_INFINITY,
+            "upper": upper or _INFINITY,
+            "after_metric": after_metric,
+            "limit": limit,
+        }
         if metric_type is None:
-            # The newest `limit` of each metric through the primary key, then the newest of those:
-            # no second index on (device_id, timestamp) to maintain on every insert.
-            sql = (
-                "SELECT m.metric_type::text, r.value, r.timestamp"
-                " FROM unnest(enum_range(NULL::metric_type)) AS m(metric_type)"
-                " CROSS JOIN LATERAL ("
-                "   SELECT value, timestamp FROM reading"
-                "   WHERE device_id = %s AND metric_type = m.metric_type"
-                "   ORDER BY timestamp DESC LIMIT %s) AS r"
-                " ORDER BY r.timestamp DESC, m.metric_type LIMIT %s"
-            )
-            params: tuple = (device_id, limit, limit)
+            sql = _HISTORY_ALL_METRICS
         else:
-            sql = (
-                "SELECT metric_type::text, value, timestamp FROM reading"
-                " WHERE device_id = %s AND metric_type = %s ORDER BY timestamp DESC LIMIT %s"
-            )
-            params = (device_id, metric_type, limit)
+            sql = _HISTORY_ONE_METRIC
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
 
+    def series_rows(
+        self,
+        device_id: str,
+        metric_type: str,
+        start: datetime,
+        end: datetime,
+        level: int,
+        step: str,
+        zone: str,
+    ) -> list[tuple]:
+        """Aggregates of one series in [start, end) grouped by local bucket: rows of (local bucket
+        start, UTC offset, count, sum, min, max, first_time, first_value, last_time, last_value),
+        grouped by the bucket's start on the local clock *and* the UTC offset in force, so that the
+        caller can tell apart the two passes of a repeated hour (common.series).
+
+        Reads the rollup ``ROLLUPS[level]`` for the whole buckets of that width inside the range at or
+        after the rollup horizon, and raw readings for the rest (the edges, and data not yet rolled up)."""
+        table, width = ROLLUPS[level]
+        params = {
+            "device": device_id,
+            "metric": metric_type,
+            "start": start,
+            "end": end,
+            "width": width,
+            "step": step,
+            "zone": zone,
+        }
+
+        def query(conn: psycopg.Connection) -> list[tuple]:
+            (horizon,) = conn.execute(
+                "SELECT greatest(complete_from, %(start)s) FROM rollup_horizon", params
+            ).fetchone()
+            first = _ceil(horizon, width)
+            last = _floor(end, width)
+            if first >= last:
+                first = last = end  # nothing whole: raw readings answer all of it
+            return conn.execute(
+                _SERIES.format(table=table), {**params, "rollup_from": first, "rollup_to": last}
+            ).fetchall()
+
+        return self._run(query)
+
+    def devices_page(self, after: str | None, prefix: str, limit: int) -> list[LatestValue]:
+        """The latest values of up to ``limit`` devices after ``after`` in device-id (byte) order
+        whose ids start with ``prefix``; the deploy command's smoke device is not listed."""
+        params = {
+            "after": after or "",
+            # Ids are ASCII (readings.parse_device_id), so every id that starts with the prefix sorts
+            # below prefix + DEL: the range is a walk of the primary key.
+            "low": prefix,
+            "high": prefix + "\x7f",
+            "prefix": prefix,
+            "smoke": SMOKE_DEVICE_ID,
+            "limit": limit,
+        }
+        return self._run(
+            lambda conn: [
+                LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(_DEVICES_PAGE, params)
+            ]
+        )
+
     def stats(self) -> dict[str, int]:
-        """Counts for the dashboard: devices, readings stored since midnight UTC, rejected messages.
-        The deploy command's smoke device is not counted."""
+        """Counts for the dashboard: devices, readings stored for today (UTC) and rejected messages.
+        Each is an index walk or a handful of rows, whatever the number of readings: today's count
+        comes from the per-day counts kept with every batch. The smoke device is not counted."""
         sql = """
-            SELECT (SELECT count(DISTINCT device_id) FROM latest_reading WHERE device_id <> %(smoke)s),
-                   (SELECT count(*) FROM reading
-                     WHERE timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                       AND device_id <> %(smoke)s),
+            SELECT (SELECT count(*) FROM (SELECT DISTINCT device_id FROM latest_reading
+                                          WHERE device_id <> %(smoke)s) AS d),
+                   (SELECT coalesce(sum(readings), 0) FROM reading_count
+                     WHERE day = (now() AT TIME ZONE 'UTC')::date),
                    (SELECT count(*) FROM rejected_message)
         """
         params = {"smoke": SMOKE_DEVICE_ID}
         devices, today, rejected = self._run(lambda conn: conn.execute(sql, params).fetchone())
-        return {"devices": devices, "readings_today": today, "rejected_messages": rejected}
+        return {"devices": devices, "readings_today": int(today), "rejected_messages": rejected}
 
     def rejected_count(self) -> int:
         return self._run(lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0])

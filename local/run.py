@@ -118,6 +118,7 @@ class Stack:
         for n, ready in enumerate(joined):
             ready.unlink(missing_ok=True)
             self.spawn(f"trigger loop {n}", "local.trigger_loop", "--ready-file", str(ready))
+        self.spawn("maintenance timer", "local.maintenance_timer")
         self.wait_healthy()
         for ready in joined:
             self.wait_for_file(ready, "the trigger loops to join their consumer group")

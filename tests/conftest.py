@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ from local.topics import create_topics
 from . import servers
 
 ROOT = Path(__file__).resolve().parent.parent
+# A day well inside the raw retention (readings older than RAW_RETENTION_DAYS are refused), at a time
+# of day the tests choose: two days ago.
+RECENT_DAY = (datetime.now(timezone.utc) - timedelta(days=2)).date().isoformat()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from .conftest import ROOT, LocalService, isolated_env, wait_for
+from .conftest import RECENT_DAY, ROOT, LocalService, isolated_env, wait_for
 from .test_service import exchange
 from .test_service import http as plain_http
 
@@ -271,7 +271,7 @@ def test_key_like_device_ids_are_stored_verbatim_without_effect(service):
     tag = uuid.uuid4().hex[:6]
     ids = [f"ready{tag}", f"devices:{tag}", f"latest:{tag}:x", f"{tag}@site.example"]
     readings = [
-        {"device_id": d, "metric_type": "power", "value": i, "timestamp": "2024-06-01T00:00:00Z"}
+        {"device_id": d, "metric_type": "power", "value": i, "timestamp": f"{RECENT_DAY}T00:00:00Z"}
         for i, d in enumerate(ids)
     ]
     assert plain_http(service, "POST", "/api/device/data/bulk", {"readings": readings})[0] == 200

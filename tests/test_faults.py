@@ -24,7 +24,7 @@ from common.store import conninfo
 from local.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis
 from local.topics import create_topics
 
-from .conftest import LocalService, wait_for
+from .conftest import RECENT_DAY, LocalService, wait_for
 from .test_service import http
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def reading(device: str, n: int, metric: str = "power") -> dict:
         "device_id": device,
         "metric_type": metric,
         "value": n,
-        "timestamp": f"2024-07-01T00:{n // 60 % 60:02d}:{n % 60:02d}.{n // 3600:06d}Z",
+        "timestamp": f"{RECENT_DAY}T00:{n // 60 % 60:02d}:{n % 60:02d}.{n // 3600:06d}Z",
     }
 
 
@@ -258,7 +258,7 @@ def test_poison_messages_are_kept_and_do_not_block_their_batch(own):
         json.dumps(good[0]).encode(),
         b"this is not json",
         json.dumps(
-            {"device_id": device, "metric_type": "wind", "value": 1, "timestamp": "2024-07-01T00:00:00Z"}
+            {"device_id": device, "metric_type": "wind", "value": 1, "timestamp": f"{RECENT_DAY}T00:00:00Z"}
         ).encode(),
         b"\xff\xfe binary \x00 junk",
         b'{"device_id": "nul\x00inside", "metric_type": "power"}',  # UTF-8 with a NUL: PostgreSQL text cannot hold it

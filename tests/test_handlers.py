@@ -20,6 +20,8 @@ from common.settings import Settings
 from functions import load_function
 from local.context import LocalContext
 
+from .conftest import RECENT_DAY
+
 pytestmark = pytest.mark.integration
 
 ingest = load_function("ingest")
@@ -80,7 +82,7 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
                 "device_id": device,
                 "metric_type": "temperature",
                 "value": 21.5,
-                "timestamp": "2024-05-01T12:00:00Z",
+                "timestamp": f"{RECENT_DAY}T12:00:00Z",
             },
         ),
     )
@@ -90,7 +92,7 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
         "device_id": device,
         "metric_type": "temperature",
         "value": 21.5,
-        "timestamp": "2024-05-01T12:00:00+00:00",
+        "timestamp": f"{RECENT_DAY}T12:00:00+00:00",
     }
     bulk = {
         "readings": [
@@ -98,7 +100,7 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
                 "device_id": device,
                 "metric_type": "humidity",
                 "value": i,
-                "timestamp": f"2024-05-01T12:0{i}:00",
+                "timestamp": f"{RECENT_DAY}T12:0{i}:00",
             }
             for i in range(3)
         ]
@@ -132,8 +134,8 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
     )
     assert status == 200
     assert body["metrics"] == {
-        "temperature": {"value": 21.5, "timestamp": "2024-05-01T12:00:00+00:00"},
-        "humidity": {"value": 2.0, "timestamp": "2024-05-01T12:02:00+00:00"},
+        "temperature": {"value": 21.5, "timestamp": f"{RECENT_DAY}T12:00:00+00:00"},
+        "humidity": {"value": 2.0, "timestamp": f"{RECENT_DAY}T12:02:00+00:00"},
     }
     status, body = call(
         query,
@@ -150,7 +152,7 @@ def test_ingest_to_consumer_to_query_through_the_handlers(runtime, settings):
 def test_consumer_with_the_older_template_shape(runtime):
     device = f"tmpl-{uuid.uuid4().hex[:8]}"
     message = json.dumps(
-        {"device_id": device, "metric_type": "power", "value": 3, "timestamp": "2024-05-01T00:00:00Z"}
+        {"device_id": device, "metric_type": "power", "value": 3, "timestamp": f"{RECENT_DAY}T00:00:00Z"}
     )
     event = {"records": [{"instance_id": "inst", "topic_id": "t", "messages": [{"message": message}]}]}
     assert consumer.handler(event, LocalContext("consumer"))["stored"] == 1
@@ -197,7 +199,7 @@ LARGE_BATCH = LARGE_DEVICES * len(MetricType) * PER_KEY
 def _large_batch(prefix: str) -> tuple[list[bytes], dict]:
     """Messages of 100 readings, LARGE_BATCH in all, newest first in places (late data), and the
     newest (value, timestamp) of every key."""
-    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    start = datetime.fromisoformat(RECENT_DAY).replace(tzinfo=timezone.utc)
     readings, newest = [], {}
     for d in range(LARGE_DEVICES):
         for metric in MetricType.names():

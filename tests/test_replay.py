@@ -187,8 +187,12 @@ def test_each_failed_batch_is_replayed_once_into_live_and_then_deleted(
         assert "    replayed: stored 1, duplicates 0, rejected 0" in out
         assert out.strip().splitlines()[-1] == "replayed 2/2 record(s); 0 kept"
         # stored once: the reading that was in before is not there twice
-        assert [v for _, v, _ in runtime.store.history(first, None, 10)] == [21.0, 20.5, 20.0]
-        assert [v for _, v, _ in runtime.store.history(second, None, 10)] == [30.0]
+        assert [v for _, v, _ in runtime.store.history_page(first, None, None, None, None, 10)] == [
+            21.0,
+            20.5,
+            20.0,
+        ]
+        assert [v for _, v, _ in runtime.store.history_page(second, None, None, None, None, 10)] == [30.0]
 
         again = replay(obs_env(fake, bucket))
         assert (

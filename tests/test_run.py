@@ -18,7 +18,7 @@ import pytest
 
 from local.embedded import free_port
 
-from .conftest import ROOT, isolated_env, wait_for
+from .conftest import RECENT_DAY, ROOT, isolated_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,12 @@ def test_the_stack_runs_two_trigger_loops_in_one_group_and_stores_what_it_accept
 
         device = f"run-{uuid.uuid4().hex[:8]}"
         readings = [
-            {"device_id": device, "metric_type": "power", "value": i, "timestamp": f"2024-05-01T12:0{i}:00Z"}
+            {
+                "device_id": device,
+                "metric_type": "power",
+                "value": i,
+                "timestamp": f"{RECENT_DAY}T12:0{i}:00Z",
+            }
             for i in range(3)
         ]
         request = urllib.request.Request(

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from .conftest import wait_for
+from .conftest import RECENT_DAY, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_a_reading_appears_everywhere_within_five_seconds(service):
         "device_id": device,
         "metric_type": "temperature",
         "value": 22.25,
-        "timestamp": "2024-06-01T08:00:00Z",
+        "timestamp": f"{RECENT_DAY}T08:00:00Z",
     }
     status, body = http(service, "POST", "/api/device/data", reading)
     assert status == 200
@@ -68,28 +68,28 @@ def test_a_reading_appears_everywhere_within_five_seconds(service):
         "device_id": device,
         "metric_type": "temperature",
         "value": 22.25,
-        "timestamp": "2024-06-01T08:00:00+00:00",
+        "timestamp": f"{RECENT_DAY}T08:00:00+00:00",
     }
     listed = wait_for(lambda: devices(service).get(device), timeout=5)
     assert listed == {
         "device_id": device,
-        "metrics": {"temperature": {"value": 22.25, "timestamp": "2024-06-01T08:00:00+00:00"}},
-        "last_updated": "2024-06-01T08:00:00+00:00",
+        "metrics": {"temperature": {"value": 22.25, "timestamp": f"{RECENT_DAY}T08:00:00+00:00"}},
+        "last_updated": f"{RECENT_DAY}T08:00:00+00:00",
     }
     status, latest = http(service, "GET", f"/api/device/{device}/latest")
     assert status == 200
     assert latest == {
         "device_id": device,
-        "data": [{"metric_type": "temperature", "value": 22.25, "timestamp": "2024-06-01T08:00:00+00:00"}],
-        "metrics": {"temperature": {"value": 22.25, "timestamp": "2024-06-01T08:00:00+00:00"}},
-        "last_updated": "2024-06-01T08:00:00+00:00",
+        "data": [{"metric_type": "temperature", "value": 22.25, "timestamp": f"{RECENT_DAY}T08:00:00+00:00"}],
+        "metrics": {"temperature": {"value": 22.25, "timestamp": f"{RECENT_DAY}T08:00:00+00:00"}},
+        "last_updated": f"{RECENT_DAY}T08:00:00+00:00",
     }
     status, history = http(service, "GET", f"/api/device/{device}/history")
     assert status == 200
     assert history == {
         "device_id": device,
         "metric_type": None,
-        "data": [{"metric_type": "temperature", "value": 22.25, "timestamp": "2024-06-01T08:00:00+00:00"}],
+        "data": [{"metric_type": "temperature", "value": 22.25, "timestamp": f"{RECENT_DAY}T08:00:00+00:00"}],
     }
 
 
@@ -111,7 +111,7 @@ def test_a_bulk_of_100_lands_whole(service):
             "device_id": device,
             "metric_type": metric,
             "value": i,
-            "timestamp": f"2024-06-01T08:{i // 6:02d}:00Z",
+            "timestamp": f"{RECENT_DAY}T08:{i // 6:02d}:00Z",
         }
         for i, metric in zip(
             range(100),
@@ -140,21 +140,21 @@ def test_late_readings_go_to_history_but_not_latest(service):
         service,
         "POST",
         "/api/device/data",
-        {"device_id": device, "metric_type": "power", "value": 2, "timestamp": "2024-06-01T10:00:00Z"},
+        {"device_id": device, "metric_type": "power", "value": 2, "timestamp": f"{RECENT_DAY}T10:00:00Z"},
     )
     wait_for(lambda: http(service, "GET", f"/api/device/{device}/latest")[0] == 200)
     http(
         service,
         "POST",
         "/api/device/data",
-        {"device_id": device, "metric_type": "power", "value": 1, "timestamp": "2024-06-01T09:00:00Z"},
+        {"device_id": device, "metric_type": "power", "value": 1, "timestamp": f"{RECENT_DAY}T09:00:00Z"},
     )
     history = wait_for(lambda: len(http(service, "GET", f"/api/device/{device}/history")[1]["data"]) == 2)
     assert history
     assert http(service, "GET", f"/api/device/{device}/latest")[1]["metrics"]["power"]["value"] == 2
     assert devices(service)[device]["metrics"]["power"] == {
         "value": 2,
-        "timestamp": "2024-06-01T10:00:00+00:00",
+        "timestamp": f"{RECENT_DAY}T10:00:00+00:00",
     }
 
 
@@ -243,7 +243,7 @@ def test_bad_bodies_get_4xx_never_500(service, path, raw, content_type, expected
 def test_a_rejected_bulk_queues_nothing(service):
     device = new_device("atomic")
     readings = [
-        {"device_id": device, "metric_type": "power", "value": i, "timestamp": f"2024-06-01T00:00:0{i}Z"}
+        {"device_id": device, "metric_type": "power", "value": i, "timestamp": f"{RECENT_DAY}T00:00:0{i}Z"}
         for i in range(5)
     ]
     readings[4]["value"] = "broken"

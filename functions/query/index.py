@@ -1,4 +1,4 @@
-"""Query function: devices, latest, history, health and delete-all."""
+"""Query function: devices, latest, history, series, stats, health and delete-all."""
 
 from common import query, runtime
 from common.router import Router
@@ -11,6 +11,7 @@ app.get("/api/devices")(query.list_devices)
 app.get("/api/stats")(query.stats)
 app.get("/api/device/{device_id}/latest")(query.device_latest)
 app.get("/api/device/{device_id}/history")(query.device_history)
+app.get("/api/device/{device_id}/series")(query.device_series)
 app.post("/api/delete-all")(query.delete_all)
 
 

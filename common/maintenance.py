@@ -1,0 +1,137 @@
+"""The maintenance pass: partitions ahead, expired partitions dropped, rollups of old data backfilled.
+
+In the cloud a FunctionGraph TIMER trigger runs it (``functions/maintenance``); locally the runner
+calls the same handler on a timer. Runs never overlap: each holds a PostgreSQL advisory lock for its
+whole length, and a run that finds it taken does nothing (``"skipped": true``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+import psycopg
+
+from . import schema
+from .readings import SMOKE_DEVICE_ID
+from .runtime import Runtime
+from .schema import DAY, ROLLUPS, UTC
+from .store import ROLLUP_LOCK
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_LOCK = 0x10770003
+# Backfilling stops after this long; the next run goes on where it stopped.
+BACKFILL_SECONDS = 30.0
+# A dropped partition waits this long for the lock; if ingest holds it longer, the next run drops it.
+DROP_LOCK_TIMEOUT = "5s"
+
+# Rollups and day counts of the raw readings in [start, end), where none exist yet.
+_ROLLUP_RANGE = """
+INSERT INTO {table}
+    (device_id, metric_type, bucket, count, sum, min, max, first_time, first_value, last_time, last_value)
+SELECT device_id, metric_type, date_bin('{width} seconds', timestamp, timestamptz 'epoch'),
+       count(*), sum(value), min(value), max(value),
+       min(timestamp), (array_agg(value ORDER BY timestamp))[1],
+       max(timestamp), (array_agg(value ORDER BY timestamp DESC))[1]
+FROM reading WHERE timestamp >= %(start)s AND timestamp < %(end)s
+GROUP BY 1, 2, 3
+"""
+_COUNT_RANGE = """
+INSERT INTO reading_count AS c (day, shard, readings)
+SELECT (timestamp AT TIME ZONE 'UTC')::date, 0, count(*) FROM reading
+WHERE timestamp >= %(start)s AND timestamp < %(end)s AND device_id <> %(smoke)s
+GROUP BY 1
+ON CONFLICT (day, shard) DO UPDATE SET readings = c.readings + excluded.readings
+"""
+
+
+def rollup_range(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
+    """Build every rollup level and the day counts from the raw readings of [start, end), which must
+    have none yet (the range lies below the rollup horizon, or the table was filled without them)."""
+    params = {"start": start, "end": end, "smoke": SMOKE_DEVICE_ID}
+    schema.ensure_raw_partitions(conn, start, end - timedelta(microseconds=1))
+    for table, width in ROLLUPS:
+        conn.execute(_ROLLUP_RANGE.format(table=table, width=int(width.total_seconds())), params)
+    conn.execute(_COUNT_RANGE, params)
+
+
+def _oldest_legacy_reading(conn: psycopg.Connection) -> datetime | None:
+    """The oldest reading of the old table, found per series through its primary key (one index
+    probe per series; there is no index on time alone)."""
+    return conn.execute(
+        """
+        SELECT min(first) FROM latest_reading l CROSS JOIN LATERAL (
+            SELECT min(timestamp) AS first FROM reading_legacy r
+            WHERE r.device_id = l.device_id AND r.metric_type = l.metric_type) AS f
+        """
+    ).fetchone()[0]
+
+
+def backfill_rollups(conn: psycopg.Connection, budget_seconds: float = BACKFILL_SECONDS) -> int:
+    """Move the rollup horizon down a day at a time, rolling up the readings below it, until there
+    are none left or the budget is spent. Returns the number of days rolled up."""
+    done = 0
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        with conn.transaction():
+            # Alone: batches being stored wait, so each reading is rolled up exactly once.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
+            complete, horizon = conn.execute(
+                "SELECT complete_from = '-infinity'::timestamptz,"
+                " CASE WHEN complete_from > '-infinity' THEN complete_from END FROM rollup_horizon"
+            ).fetchone()
+            if complete:
+                return done
+            oldest = _oldest_legacy_reading(conn) if _has_legacy(conn) else None
+            if oldest is None or oldest >= horizon:
+                conn.execute("UPDATE rollup_horizon SET complete_from = '-infinity'")
+                log.info("rollups complete: every reading is rolled up")
+                return done
+            start = horizon - DAY
+            rollup_range(conn, start, horizon)
+            conn.execute("UPDATE rollup_horizon SET complete_from = %s", (start,))
+            done += 1
+    return done
+
+
+def _has_legacy(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('reading_legacy') IS NOT NULL").fetchone()[0]
+
+
+def run(runtime: Runtime, now: datetime | None = None) -> dict:
+    """One maintenance pass; see the module docstring. ``now`` is for tests."""
+    settings = runtime.settings
+    now = now or datetime.now(UTC)
+    result = {"partitions_created": 0, "partitions_dropped": 0, "rollup_days_backfilled": 0, "skipped": False}
+
+    def maintain(conn: psycopg.Connection) -> dict:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK,)).fetchone()[0]:
+            log.info("another maintenance run holds the lock; skipping")
+            return {**result, "skipped": True}
+        try:
+            with conn.transaction():
+                result["partitions_created"] = schema.ensure_partitions(
+                    conn, now, settings.raw_retention_days
+                )
+            dropped = []
+            expiries = [("reading", settings.raw_retention_days)]
+            if settings.rollup_retention_days:
+                expiries += [(table, settings.rollup_retention_days) for table, _ in ROLLUPS]
+            for table, days in expiries:
+                try:
+                    with conn.transaction():
+                        conn.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+                        dropped += schema.drop_expired(conn, table, schema.retention_limit(now, days))
+                except psycopg.errors.LockNotAvailable:
+                    log.warning("%s busy: its expired partitions are dropped on the next run", table)
+            result["partitions_dropped"] = len(dropped)
+            if dropped:
+                log.info("dropped expired partitions: %s", ", ".join(dropped))
+            result["rollup_days_backfilled"] = backfill_rollups(conn)
+            return result
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))
+
+    return runtime.store.run(maintain)

@@ -1,0 +1,291 @@
+"""The database schema: migrations, and the time partitions of the readings and their rollups.
+
+Readings are partitioned by day (UTC) and rollups by month, so that expiring data is dropping a table,
+never a DELETE through billions of rows. Partitions are created ahead of time by whoever migrates (the
+consumer and maintenance functions) and by the maintenance pass; a batch that still meets a missing
+partition creates it (``ReadingStore.store``).
+
+A database made before partitioning keeps its readings table as one partition, ``reading_legacy``,
+attached under a CHECK constraint: one scan to validate, no rewrite. Its rollups are built afterwards,
+a day at a time, by the maintenance pass (``common.maintenance``): ``rollup_horizon`` is the instant
+from which the rollups are complete, and the series query reads raw readings below it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+UTC = timezone.utc
+DAY = timedelta(days=1)
+
+# Raw partitions are created this far past today: a whole week without a maintenance run is covered.
+DAYS_AHEAD = 7
+# A reading may be up to a day in the future (readings.MAX_FUTURE_SKEW): the old table, attached as a
+# partition, ends two days after the migration's day, past any reading it can hold.
+LEGACY_DAYS_AHEAD = 2
+
+# Rollup levels, finest first: (table, bucket width). Every zone's UTC offset is a multiple of 15
+# minutes, so buckets of 15 minutes or finer answer hour and day buckets in any zone. Both levels are
+# written with every batch (see store._ROLLUP): coarser intervals aggregate the 15-minute rows.
+ROLLUPS: tuple[tuple[str, timedelta], ...] = (
+    ("rollup_1m", timedelta(minutes=1)),
+    ("rollup_15m", timedelta(minutes=15)),
+)
+
+_ROLLUP_COLUMNS = """
+    device_id   text             NOT NULL,
+    metric_type metric_type      NOT NULL,
+    bucket      timestamptz      NOT NULL,
+    count       bigint           NOT NULL,
+    sum         double precision NOT NULL,
+    min         double precision NOT NULL,
+    max         double precision NOT NULL,
+    first_time  timestamptz      NOT NULL,
+    first_value double precision NOT NULL,
+    last_time   timestamptz      NOT NULL,
+    last_value  double precision NOT NULL,
+    PRIMARY KEY (device_id, metric_type, bucket)
+"""
+
+
+def _partition_readings(conn: psycopg.Connection) -> None:
+    """Readings partitioned by time; the existing table becomes a partition without being rewritten."""
+    conn.execute(
+        """
+        ALTER TABLE reading RENAME TO reading_legacy;
+        ALTER INDEX reading_pkey RENAME TO reading_legacy_pkey;
+        CREATE TABLE reading (
+            device_id   text             NOT NULL,
+            metric_type metric_type      NOT NULL,
+            value       double precision NOT NULL,
+            timestamp   timestamptz      NOT NULL,
+            PRIMARY KEY (device_id, metric_type, timestamp)
+        ) PARTITION BY RANGE (timestamp);
+        CREATE TABLE reading_count (
+            day      date     NOT NULL,
+            shard    smallint NOT NULL,
+            readings bigint   NOT NULL,
+            PRIMARY KEY (day, shard)
+        );
+        CREATE TABLE rollup_horizon (
+            one           boolean     PRIMARY KEY DEFAULT true CHECK (one),
+            complete_from timestamptz NOT NULL
+        );
+        """
+    )
+    for table, _ in ROLLUPS:
+        conn.execute(f"CREATE TABLE {table} ({_ROLLUP_COLUMNS}) PARTITION BY RANGE (bucket)")
+    # Device pages are in byte order (as Python sorts), whatever the database's collation: the key is
+    # rebuilt in "C" order so the pages walk it. One row per series: a small table.
+    conn.execute('ALTER TABLE latest_reading ALTER COLUMN device_id TYPE text COLLATE "C"')
+
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM reading_legacy)").fetchone()[0]:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        bound = today + LEGACY_DAYS_AHEAD * DAY
+        # The CHECK constraint proves the partition bound, so ATTACH does not scan again.
+        conn.execute(
+            f"ALTER TABLE reading_legacy ADD CONSTRAINT reading_legacy_bound CHECK (timestamp < '{bound.isoformat()}')"
+        )
+        conn.execute(
+            f"ALTER TABLE reading ATTACH PARTITION reading_legacy FOR VALUES FROM (MINVALUE) TO ('{bound.isoformat()}')"
+        )
+        conn.execute("INSERT INTO rollup_horizon (complete_from) VALUES (%s)", (bound,))
+        log.info("readings kept as partition reading_legacy (to %s); rollups will be backfilled", bound)
+    else:
+        conn.execute("DROP TABLE reading_legacy")
+        conn.execute("INSERT INTO rollup_horizon (complete_from) VALUES ('-infinity')")
+
+
+Migration = str | Callable[[psycopg.Connection], None]
+
+# Ordered, append-only: each entry runs once, in one transaction, under an advisory lock.
+MIGRATIONS: list[Migration] = [
+    # 1: the original service's table, with identity and the enum it had.
+    """
+    CREATE TYPE metric_type AS ENUM
+        ('temperature', 'humidity', 'pressure', 'voltage', 'current', 'power');
+    CREATE TABLE reading (
+        device_id   text             NOT NULL,
+        metric_type metric_type      NOT NULL,
+        value       double precision NOT NULL,
+        timestamp   timestamptz      NOT NULL,
+        PRIMARY KEY (device_id, metric_type, timestamp)
+    );
+    CREATE INDEX reading_device_time ON reading (device_id, timestamp DESC);
+    CREATE TABLE latest_reading (
+        device_id   text             NOT NULL,
+        metric_type metric_type      NOT NULL,
+        value       double precision NOT NULL,
+        timestamp   timestamptz      NOT NULL,
+        PRIMARY KEY (device_id, metric_type)
+    );
+    CREATE TABLE rejected_message (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        topic       text        NOT NULL DEFAULT '',
+        raw         text        NOT NULL,
+        reason      text        NOT NULL
+    );
+    """,
+    # 2: access tokens, stored only as SHA-256 hashes of high-entropy random tokens.
+    """
+    CREATE TABLE api_token (
+        token_hash  text        PRIMARY KEY,
+        name        text        NOT NULL,
+        devices     text[]      NOT NULL DEFAULT '{}',
+        is_admin    boolean     NOT NULL DEFAULT false,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        revoked_at  timestamptz
+    );
+    CREATE INDEX api_token_name ON api_token (name);
+    """,
+    # 3: history across metrics reads the primary key once per metric instead (see store.history_page):
+    # every index is maintained on every insert, and this one cost storing much of its speed.
+    """
+    DROP INDEX IF EXISTS reading_device_time;
+    """,
+    # 4: time partitions, rollups and per-day counts.
+    _partition_readings,
+]
+
+MIGRATION_LOCK = 0x10770001  # any constants shared by every process of this service
+PARTITION_LOCK = 0x10770004
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Bring the schema up to date; safe to run from many processes at once. Returns the version."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        for version, migration in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                log.info("applying schema migration %d", version)
+                if callable(migration):
+                    migration(conn)
+                else:
+                    conn.execute(migration)
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    return len(MIGRATIONS)
+
+
+# -- partitions ------------------------------------------------------------------------------------
+def day_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(moment: datetime) -> datetime:
+    return day_start(moment).replace(day=1)
+
+
+def next_month(start: datetime) -> datetime:
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def raw_partition(day: datetime) -> str:
+    return f"reading_p{day:%Y%m%d}"
+
+
+def rollup_partition(table: str, month: datetime) -> str:
+    return f"{table}_p{month:%Y%m}"
+
+
+def partitions(conn: psycopg.Connection, table: str) -> dict[str, tuple[datetime | None, datetime]]:
+    """The partitions of ``table``: name -> (lower bound or None for MINVALUE, upper bound)."""
+    rows = conn.execute(
+        """
+        SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = %s::regclass
+        """,
+        (table,),
+    ).fetchall()
+    found = {}
+    for name, bound in rows:
+        # FOR VALUES FROM ('2024-05-01 00:00:00+00') TO ('2024-05-02 00:00:00+00'), or FROM (MINVALUE)
+        lower_text, upper_text = bound.split(" FROM (", 1)[1].split(") TO (", 1)
+        upper_text = upper_text.rstrip(")")
+        lower = None if lower_text == "MINVALUE" else _bound_time(conn, lower_text)
+        found[name] = (lower, _bound_time(conn, upper_text))
+    return found
+
+
+def _bound_time(conn: psycopg.Connection, literal: str) -> datetime:
+    text = literal.strip("'")
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:  # a session time zone other than UTC prints it otherwise: ask PostgreSQL
+        return conn.execute("SELECT %s::timestamptz", (text,)).fetchone()[0].astimezone(UTC)
+
+
+def _create(conn: psycopg.Connection, table: str, name: str, lower: datetime, upper: datetime) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}"
+        f" FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+    )
+
+
+def _covered(existing: dict[str, tuple[datetime | None, datetime]], lower: datetime, upper: datetime) -> bool:
+    """True when some partition already holds [lower, upper) (the legacy one covers many days)."""
+    return any((lo is None or lo <= lower) and upper <= hi for lo, hi in existing.values())
+
+
+def ensure_raw_partitions(conn: psycopg.Connection, first_day: datetime, last_day: datetime) -> int:
+    """Daily reading partitions for every day from ``first_day`` to ``last_day`` (inclusive), and the
+    monthly rollup partitions of those days. Returns how many were created. Call it in a transaction:
+    it holds a lock until the end of it, so processes creating the same day wait for one another."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+    created = 0
+    existing = partitions(conn, "reading")
+    day = day_start(first_day)
+    while day <= last_day:
+        if not _covered(existing, day, day + DAY):
+            _create(conn, "reading", raw_partition(day), day, day + DAY)
+            existing[raw_partition(day)] = (day, day + DAY)
+            created += 1
+        day += DAY
+    for table, _ in ROLLUPS:
+        existing = partitions(conn, table)
+        month = month_start(first_day)
+        while month <= last_day:
+            following = next_month(month)
+            if not _covered(existing, month, following):
+                _create(conn, table, rollup_partition(table, month), month, following)
+                existing[rollup_partition(table, month)] = (month, following)
+                created += 1
+            month = following
+    return created
+
+
+def retention_limit(now: datetime, days: int) -> datetime:
+    """The oldest instant kept: readings before it are refused and their partitions dropped."""
+    return now - days * DAY
+
+
+def ensure_partitions(conn: psycopg.Connection, now: datetime, raw_retention_days: int) -> int:
+    """Partitions from the retention limit to a week past today."""
+    first = retention_limit(now, raw_retention_days)
+    return ensure_raw_partitions(conn, first, day_start(now) + DAYS_AHEAD * DAY)
+
+
+def drop_expired(conn: psycopg.Connection, table: str, limit: datetime) -> list[str]:
+    """Drop the partitions of ``table`` whose every possible row is older than ``limit``."""
+    dropped = []
+    for name, (_, upper) in sorted(partitions(conn, table).items()):
+        if upper <= limit:
+            conn.execute(f"DROP TABLE {name}")
+            dropped.append(name)
+    return dropped
+
+
+def today(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
