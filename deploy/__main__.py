@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         help="upload code, publish versions, smoke-test them, then move the alias of every function",
         description="Each new version gets the async invocation config (retries, max event age, "
         "destinations) of the function's latest, when latest has one; if that fails, no alias moves. "
-        f"Smoke tests post a reading of the reserved smoke device; with auth on, ingest's needs "
-        f"{SMOKE_TOKEN_ENV} (a token for that device, or an admin token).",
+        f"Smoke tests post a reading of the reserved smoke device (with auth on, ingest's needs "
+        f"{SMOKE_TOKEN_ENV}: a token for that device, or an admin token) and run one maintenance pass.",
     )
     push.add_argument("--dist", type=Path, default=DEFAULT_DIST)
     push.add_argument("--functions", help="comma-separated (default: all in dist/manifest.json)")

@@ -58,6 +58,13 @@ class Credentials:
             raise DeployError(f"set {', '.join(missing)} in the environment{hint}")
 
 
+# How long a call may take: uploads and cold starts take a while, and a synchronous invocation (a smoke
+# test, a replayed batch) waits for the function, so a function that must be smoke-tested needs a
+# timeout below READ_TIMEOUT_SECONDS (infra/terraform/variables.tf, var.functions).
+CONNECT_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS = 180
+
+
 def function_urn(region: str, project_id: str, app: str, name: str, version: str = "latest") -> str:
     """``urn:fss:{region}:{project_id}:function:{app}:{name}:{version}`` (docs/functiongraph.md, section 4)."""
     return f"urn:fss:{region}:{project_id}:function:{app}:{name}:{version}"
@@ -81,7 +88,7 @@ def make_client(creds: Credentials):
     from huaweicloudsdkfunctiongraph.v2.region.functiongraph_region import FunctionGraphRegion
 
     config = HttpConfig.get_default_config()
-    config.timeout = (10, 180)  # connect, read: uploads and cold starts take a while
+    config.timeout = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
     builder = (
         FunctionGraphClient.new_builder()
         .with_http_config(config)

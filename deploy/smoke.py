@@ -11,7 +11,11 @@ Each function gets the events its trigger sends, and each one travels the functi
   proved reachable from the same subnet with the same dependency by the query function's ``/ready``;
 * query: ``/health``, ``/ready`` (PostgreSQL, Redis and Kafka reached) and the smoke device's
   ``/latest`` (the read path through Redis or PostgreSQL);
-* dashboard: the page.
+* dashboard: the page;
+* maintenance: the event its TIMER trigger sends, so one real maintenance pass runs, which must report
+  what it did, or that it skipped because another pass held the lock. A pass is idempotent and is what
+  the timer runs every few minutes anyway; running it proves the new version reaches PostgreSQL and
+  that its initializer migrated the schema.
 
 The smoke readings are real: they are stored like any other reading, under a device that
 ``GET /api/devices`` and ``GET /api/stats`` leave out. Testing the path a device uses is worth one
@@ -32,8 +36,11 @@ SMOKE_TOKEN_ENV = "IOT_SMOKE_TOKEN"
 SMOKE_METRIC = "voltage"
 SMOKE_VALUE = 230.0
 SMOKE_TOPIC = "deploy-smoke"  # what the smoke event names as its topic; the consumer only records it
+SMOKE_TIMER = "deploy-smoke"  # the trigger name the maintenance smoke event carries
 # The consumer's reading is stored first, so the query's /latest finds it in the same run.
-SMOKE_ORDER = ("consumer", "ingest", "query", "dashboard")
+SMOKE_ORDER = ("consumer", "ingest", "query", "dashboard", "maintenance")
+# What a maintenance pass reports (common/maintenance.py).
+MAINTENANCE_COUNTS = ("partitions_created", "partitions_dropped", "rollup_days_backfilled")
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,31 @@ def expect_stored(result: object) -> Verdict:
     return Verdict(True, "stored" if result["stored"] else "already stored (a duplicate)")
 
 
+def expect_maintenance_pass(result: object) -> Verdict:
+    if not isinstance(result, dict) or not (
+        all(type(result.get(key)) is int for key in MAINTENANCE_COUNTS)
+        and type(result.get("skipped")) is bool
+    ):
+        return Verdict(False, f"not a maintenance summary: {json.dumps(result, default=str)[:200]}")
+    if result["skipped"]:
+        return Verdict(True, "skipped: another maintenance pass held the lock")
+    created, dropped, backfilled = (result[key] for key in MAINTENANCE_COUNTS)
+    return Verdict(
+        True, f"{created} partition(s) created, {dropped} dropped, {backfilled} day(s) of rollups backfilled"
+    )
+
+
+def timer_event(now: datetime, name: str = SMOKE_TIMER) -> dict:
+    """What a FunctionGraph TIMER trigger passes (docs/functiongraph.md, section 3b)."""
+    return {
+        "version": "v1.0",
+        "time": now.isoformat(timespec="seconds"),
+        "trigger_type": "TIMER",
+        "trigger_name": name,
+        "user_event": "deploy smoke test",
+    }
+
+
 def smoke_reading(now: datetime) -> Reading:
     return Reading(SMOKE_DEVICE_ID, SMOKE_METRIC, SMOKE_VALUE, now)
 
@@ -183,6 +215,15 @@ def smokes_for(function: str, now: datetime, token: str = "", consumer_stored: b
         ]
     if function == "dashboard":
         return [Smoke("GET /", apig_event("GET", "/"), expect_status(200, 200, "<html"), "200 with the page")]
+    if function == "maintenance":
+        return [
+            Smoke(
+                "timer event: one maintenance pass",
+                timer_event(now),
+                expect_maintenance_pass,
+                "a pass summary",
+            )
+        ]
     return []
 
 

@@ -38,6 +38,7 @@ from deploy.aliases import (
 )
 from deploy.fgclient import Credentials, function_urn, make_client
 from deploy.report import Report
+from deploy.smoke import smokes_for
 from functions import load_function
 from local.context import LocalContext
 from tests.fake_functiongraph import (
@@ -56,7 +57,7 @@ AK, SK, PROJECT, REGION = (
     "ap-southeast-1",
 )
 PREFIX = "iot"
-TERRAFORM_ALIAS_NOTE = "what APIG and the Kafka trigger call; moved by python -m deploy"
+TERRAFORM_ALIAS_NOTE = "what APIG and the triggers call; moved by python -m deploy"
 # What infra/terraform/functions.tf sets on the consumer's URN (variables at their defaults).
 FAILURE_DESTINATION = {"bucket": "iot-artifacts-test", "prefix": "consumer-failures", "expires": 30}
 CONSUMER_ASYNC_CONFIG = {
@@ -67,7 +68,7 @@ CONSUMER_ASYNC_CONFIG = {
         "on_failure": {"destination": "OBS", "param": json.dumps(FAILURE_DESTINATION)},
     },
 }
-SMOKE_TESTS = 6  # consumer 1, ingest 1, query 3, dashboard 1
+SMOKE_TESTS = 7  # consumer 1, ingest 1, query 3, dashboard 1, maintenance 1
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def make_fake(service_env: dict[str, str], execute: bool = True, **fake_options) -> FakeFunctionGraph:
-    """An account with the four functions as Terraform's first apply leaves them: v1 published on an
+    """An account with the five functions as Terraform's first apply leaves them: v1 published on an
     older dependency, alias live on v1, the consumer's async invocation config on latest."""
     fake = FakeFunctionGraph(AK, SK, PROJECT, REGION, execute=execute, **fake_options)
     old_common = fake.add_dependency(f"{PREFIX}-common", _zip({"common/__init__.py": b""}))
@@ -157,6 +158,13 @@ def healthy(event: dict) -> object:
     """What a working function answers each smoke event with (for the fake's canned invocations)."""
     if "records" in event:
         return {"messages": 1, "readings": 1, "stored": 1, "duplicates": 0, "rejected": 0}
+    if event.get("trigger_type") == "TIMER":
+        return {
+            "partitions_created": 0,
+            "partitions_dropped": 0,
+            "rollup_days_backfilled": 0,
+            "skipped": False,
+        }
     path = event["path"]
     if path == "/":
         return apig_response(200, "<!doctype html><html></html>", "text/html")
@@ -225,9 +233,12 @@ def test_deploy_smoke_tests_each_new_version_on_its_own_urn_before_moving_live(d
         assert "query: smoke GET /ready on v42: ok (status 200" in out, "PostgreSQL, Redis and Kafka reached"
         assert f"query: smoke GET /api/device/{SMOKE_DEVICE_ID}/latest on v42: ok (status 200" in out
         assert "dashboard: smoke GET / on v42: ok (status 200" in out
+        # one real maintenance pass: the schema is already migrated and today's partitions exist, so
+        # it has little to do, but it ran the new code against PostgreSQL
+        assert "maintenance: smoke timer event: one maintenance pass on v42: ok (" in out
         assert (
             out.strip().splitlines()[-1]
-            == f"deployed 4/4 function(s); smoke tests {SMOKE_TESTS}/{SMOKE_TESTS} passed"
+            == f"deployed 5/5 function(s); smoke tests {SMOKE_TESTS}/{SMOKE_TESTS} passed"
         )
         # the consumer's smoke reading is really stored, under the smoke device
         assert [v.metric_type for v in runtime.store.latest(SMOKE_DEVICE_ID)] == ["voltage"]
@@ -324,7 +335,8 @@ def test_a_failing_smoke_test_moves_no_alias_and_shows_the_log_tail(dist, servic
         # The other functions passed, and were published, but no alias moved: not even theirs.
         assert "ingest: smoke POST /api/device/data (smoke device) on v2: ok" in out
         assert (
-            "no alias moved: live stays where it was (consumer v1, dashboard v1, ingest v1, query v1)" in out
+            "no alias moved: live stays where it was "
+            "(consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
         )
         for fn in fake.functions.values():
             assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
@@ -377,7 +389,7 @@ def test_the_consumers_new_version_gets_latests_async_config_before_its_alias_mo
             "status log on)" in result.stdout
         )
         assert fake.functions["iot-consumer"].aliases["live"] == "v2"
-        for name in ("ingest", "query", "dashboard"):
+        for name in ("ingest", "query", "dashboard", "maintenance"):
             assert fake.functions[f"{PREFIX}-{name}"].async_configs == {}
             assert not [
                 c for c in api_calls(fake, f"{PREFIX}-{name}") if c.startswith("PUT") and "async" in c
@@ -433,7 +445,7 @@ def _refuse(method: str, status: int, message: str) -> Callable[[FakeFunctionGra
         (
             _refuse("GET", 500, "busy"),
             "reading latest's config: HTTP 500 FSS.0500 busy",
-            ["consumer", "dashboard", "ingest", "query"],
+            ["consumer", "dashboard", "ingest", "maintenance", "query"],
         ),
         (_drop_destinations, "v2 reads back without latest's on_failure", ["consumer"]),
     ],
@@ -452,7 +464,10 @@ def test_a_failed_async_config_copy_moves_no_alias(dist, service_env, breakage, 
         assert line.endswith(
             "; without it, failed invocations of v2 would be neither retried nor sent to the failure destination"
         ), line
-    assert "no alias moved: live stays where it was (consumer v1, dashboard v1, ingest v1, query v1)" in out
+    assert (
+        "no alias moved: live stays where it was "
+        "(consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
+    )
     for fn in fake.functions.values():
         assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
         assert fn.alias_descriptions["live"] == TERRAFORM_ALIAS_NOTE
@@ -488,6 +503,35 @@ def test_old_versions_are_pruned_but_never_what_an_alias_uses(dist, service_env)
     assert list(fake.functions["iot-ingest"].versions) == ["v6", "v7"]
     # each consumer version the deploys published got its config; the deleted ones took theirs along
     assert set(fake.functions["iot-consumer"].async_configs) == {"latest", "v6", "v7"}
+
+
+def test_the_maintenance_smoke_test_sends_a_timer_event_and_accepts_a_pass_or_a_skip():
+    """The maintenance function is not routed: its smoke test is the event its TIMER trigger sends
+    (docs/functiongraph.md, section 3b), and any pass summary, or a skip because another pass held
+    the lock, shows the new version works."""
+    (smoke,) = smokes_for("maintenance", datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc))
+    assert smoke.event == {
+        "version": "v1.0",
+        "time": "2026-01-01T12:00:00+00:00",
+        "trigger_type": "TIMER",
+        "trigger_name": "deploy-smoke",
+        "user_event": "deploy smoke test",
+    }
+    summary = {
+        "partitions_created": 2,
+        "partitions_dropped": 1,
+        "rollup_days_backfilled": 3,
+        "skipped": False,
+    }
+    verdict = smoke.check(summary)
+    assert verdict.ok and verdict.detail == (
+        "2 partition(s) created, 1 dropped, 3 day(s) of rollups backfilled"
+    )
+    skipped = smoke.check({**summary, "skipped": True})
+    assert skipped.ok and skipped.detail == "skipped: another maintenance pass held the lock"
+    for wrong in (None, "done", {}, {**summary, "skipped": "no"}, {**summary, "partitions_created": True}):
+        verdict = smoke.check(wrong)
+        assert not verdict.ok and verdict.detail.startswith("not a maintenance summary"), wrong
 
 
 def test_what_pruning_keeps():
@@ -550,20 +594,21 @@ def test_dry_run_calls_nothing_and_needs_no_credentials(dist, service_env):
         assert fake.requests == []
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith("[dry-run] deploying 4 function(s)")
+    assert out.startswith("[dry-run] deploying 5 function(s)")
     assert f"[dry-run] dependency iot-common: would publish {dist / 'deps.zip'}" in out
     assert (
         "[dry-run] ingest: would update the code of urn:fss:<region>:<project_id>:function:default:iot-ingest:latest"
         in out
     )
     assert "[dry-run] query: would invoke v9 with GET /ready" in out
+    assert "[dry-run] maintenance: would invoke v9 with timer event: one maintenance pass" in out
     assert (
         "[dry-run] consumer: would copy the async invocation config of latest (retries, max event age, "
         "destinations) to v9, if latest has one" in out
     )
     assert "[dry-run] would point alias live of every function at v9 once all pass" in out
     assert "[dry-run] would delete old versions beyond the newest 3" in out
-    assert out.strip().splitlines()[-1] == "[dry-run] would deploy 4/4 function(s)"
+    assert out.strip().splitlines()[-1] == "[dry-run] would deploy 5/5 function(s)"
 
 
 def test_credentials_come_from_the_environment(dist):
@@ -622,7 +667,7 @@ def test_rollback_returns_every_alias_to_the_version_before_the_last_deploy(dist
         result = run_command(env, "rollback")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "query: moved alias live back from v3 to v2" in result.stdout
-        assert result.stdout.strip().splitlines()[-1] == "rolled back 4 function(s)"
+        assert result.stdout.strip().splitlines()[-1] == "rolled back 5 function(s)"
         assert all(fn.aliases["live"] == "v2" for fn in fake.functions.values())
 
         twice = run_command(env, "rollback")
@@ -646,7 +691,7 @@ def test_rollback_is_all_or_nothing(dist, service_env):
         result = run_command(env, "rollback")
     assert result.returncode == 1
     assert "consumer: nothing to roll back to: live (v1) records no earlier version" in result.stdout
-    assert "nothing rolled back: every alias stays where it is (2 problem(s))" in result.stdout
+    assert "nothing rolled back: every alias stays where it is (3 problem(s))" in result.stdout
     assert fake.functions["iot-query"].aliases["live"] == "v2"
 
 

@@ -28,6 +28,8 @@ SECRET_NAME = re.compile(
     r"(^|_)(PASSWORD|PASSPHRASE|SECRET|TOKEN|PRIVATE_KEY|API_KEY|ACCESS_KEY|SECRET_KEY)(_|$)"
 )
 EXPECTED_FILES = {"versions.tf", "variables.tf", "outputs.tf", "terraform.tfvars.example", "README.md"}
+# Settings only the local runner reads: no cloud function is given them, so Terraform sets none.
+LOCAL_ONLY_SETTINGS = {"MAINTENANCE_INTERVAL_SECONDS"}
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +205,7 @@ def test_every_api_is_published_to_release(tf):
 # ---------------------------------------------------------------- functions and their settings
 
 
-def test_the_four_functions_are_deployed_with_initializers_in_the_vpc(tf):
+def test_every_function_is_deployed_with_initializers_in_the_vpc(tf):
     fn = tf.resource("huaweicloud_fgs_function", "fn")
     assert fn["for_each"] == "${var.functions}"
     assert sorted(tf.variables["functions"]["default"]) == package.function_names()
@@ -235,7 +237,12 @@ def evaluated(tf, **variables) -> Hcl:
 def test_every_setting_the_code_reads_has_a_value_and_secrets_come_from_sensitive_variables(tf):
     hcl = evaluated(tf, kafka_sasl_ssl=True)
     plain, secret = hcl.local("settings"), hcl.local("secret_settings")
-    names = set(Settings.names())
+    read_in_the_cloud = set().union(*FUNCTION_SETTINGS.values())
+    assert set(Settings.names()) - read_in_the_cloud == LOCAL_ONLY_SETTINGS, (
+        "a setting no function reads: give it to the functions that read it in FUNCTION_SETTINGS, or, if "
+        "only the local runner reads it, add it to LOCAL_ONLY_SETTINGS here"
+    )
+    names = read_in_the_cloud
     missing = names - set(plain) - set(secret)
     assert not missing, f"settings the code reads but Terraform does not set: {sorted(missing)} (main.tf)"
     stale = (set(plain) | set(secret)) - names
@@ -285,6 +292,10 @@ def test_settings_defaults_in_terraform_match_the_code_where_they_should(tf):
     assert tf.variables["kafka_topic"]["default"] == defaults.kafka_topic
     assert tf.variables["redis_key_prefix"]["default"] == defaults.redis_key_prefix
     assert tf.variables["demo_mode"]["default"] is False, "delete-all stays off in the cloud"
+    assert tf.variables["raw_retention_days"]["default"] == defaults.raw_retention_days
+    assert tf.variables["rollup_retention_days"]["default"] == defaults.rollup_retention_days
+    settings = evaluated(tf, raw_retention_days=30, rollup_retention_days=400).local("settings")
+    assert (settings["RAW_RETENTION_DAYS"], settings["ROLLUP_RETENTION_DAYS"]) == ("30", "400")
 
 
 # ---------------------------------------------------------------- Kafka trigger and consumer

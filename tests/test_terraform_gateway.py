@@ -19,7 +19,7 @@ import pytest
 
 from common.readings import MetricType
 from deploy.routes import app_routes
-from functions import load_function
+from functions import function_names, load_function
 
 from .hcl_eval import Hcl
 from .terraform_config import TERRAFORM_DIR, first, load
@@ -163,7 +163,7 @@ def test_every_api_calls_its_functions_live_alias_never_latest(tf):
     hcl = stack(tf)
     for name, urn in hcl.local("live_urns").items():
         assert urn == f"urn:fss:ap-southeast-1:p1:function:default:iot-{name}:!live"
-    assert set(hcl.local("function_base_urns")) == {r.function for r in app_routes()} | {"consumer"}
+    assert set(hcl.local("function_base_urns")) == set(function_names()) >= {r.function for r in app_routes()}
     for path in sorted(TERRAFORM_DIR.glob("*.tf")):
         code = re.sub(r"#.*", "", path.read_text())
         assert not re.search(r'version\s*=\s*"latest"', code), f"{path.name} calls `latest`"
@@ -239,8 +239,10 @@ def test_every_alarm_watches_a_documented_metric_of_this_stack_and_notifies_the_
         assert alarm["filter"] in CES_FILTERS and alarm["level"] in {1, 2, 3, 4}
         assert 0 < len(alarm["description"]) <= 256
         monitored[key] = hcl.eval(alarm["values"])
-    functions = {name: f"default-iot-{name}" for name in ("ingest", "consumer", "query", "dashboard")}
+    names = ("ingest", "consumer", "query", "dashboard", "maintenance")
+    functions = {name: f"default-iot-{name}" for name in names}
     assert monitored["consumer_failures"] == [functions["consumer"]]
+    assert monitored["maintenance_failures"] == [functions["maintenance"]]
     assert sorted(monitored["http_function_errors"]) == sorted(
         functions[n] for n in ("ingest", "query", "dashboard")
     )

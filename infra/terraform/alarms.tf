@@ -59,6 +59,15 @@ locals {
       dimension   = "package-functionname"
       values      = [local.function_metric_ids["consumer"]]
     }
+    maintenance_failures = {
+      description = "Maintenance passes keep failing: partitions are not created ahead (the consumer then creates each day's itself), expired ones not dropped (the disk fills), rollups not backfilled. See the maintenance function's logs."
+      namespace   = "SYS.FunctionGraph"
+      metric      = "failcount"
+      filter      = "sum"
+      level       = 2
+      dimension   = "package-functionname"
+      values      = [local.function_metric_ids["maintenance"]]
+    }
     http_function_errors = {
       description = "Ingest, query or dashboard invocations failed outright (timeout, crash, initializer failure). Handled errors are answered as JSON and do not count."
       namespace   = "SYS.FunctionGraph"

@@ -19,6 +19,7 @@ locals {
     { function = "ingest", method = "POST", path = "/api/device/data/bulk" },
     { function = "query", method = "GET", path = "/api/device/{device_id}/history" },
     { function = "query", method = "GET", path = "/api/device/{device_id}/latest" },
+    { function = "query", method = "GET", path = "/api/device/{device_id}/series" },
     { function = "query", method = "GET", path = "/api/devices" },
     { function = "query", method = "GET", path = "/api/stats" },
     { function = "query", method = "GET", path = "/health" },
@@ -34,7 +35,10 @@ locals {
   }
 
   # The dashboard served from OBS (another origin) reads the query function's GET routes with plain
-  # GETs (no custom headers, so no preflight): those APIs answer CORS.
+  # GETs (no custom headers, so no preflight): those APIs answer CORS. APIG adds its own CORS headers
+  # only where the function's response has none; the query function sends its own, among them
+  # Access-Control-Expose-Headers: Link, so a page on another origin can follow the history's next
+  # page (docs/functiongraph.md, section 2).
   cors_functions = ["query"]
 
   # The throttling policy (var.api_throttling) each API is bound to: delete-all gets the tightest,

@@ -1,12 +1,13 @@
-# The four FunctionGraph functions, in the VPC, with the common/ layer as a dependency, initializers
+# The five FunctionGraph functions, in the VPC, with the common/ layer as a dependency, initializers
 # and the settings each one reads; the alias `live` that all traffic goes to; the consumer's Kafka
-# trigger (on that alias, enabled on the first apply) and its async retry policy.
+# trigger (on that alias, enabled on the first apply) and its async retry policy; the maintenance
+# function's timer (on that alias too).
 #
 # Code ownership: Terraform creates each function with the code in dist/ (run `make package` first)
 # and publishes it as version v1 with the alias `live` on it. After that, `make deploy`
 # (python -m deploy) uploads code, publishes versions, smoke-tests them and only then moves `live`, so
 # Terraform ignores later changes to the code, the dependencies and the versions instead of rolling
-# them back. Nothing serves `latest`: APIG and the trigger call `live`.
+# them back. Nothing serves `latest`: APIG and the triggers call `live`.
 
 resource "huaweicloud_fgs_dependency_version" "common" {
   name        = "${var.name_prefix}-common"
@@ -75,7 +76,7 @@ resource "huaweicloud_fgs_function" "fn" {
 
     aliases {
       name        = local.live_alias
-      description = "what APIG and the Kafka trigger call; moved by python -m deploy"
+      description = "what APIG and the triggers call; moved by python -m deploy"
     }
   }
 
@@ -135,4 +136,32 @@ resource "huaweicloud_fgs_async_invoke_configuration" "consumer" {
       expires = var.failure_retention_days
     })
   }
+}
+
+locals {
+  # A fixed rate ("5m", "1h", "1d") or, for anything else var.maintenance_schedule accepts, a cron
+  # expression; FunctionGraph needs to be told which (docs/functiongraph.md, section 3b).
+  maintenance_schedule_type = can(regex("^[0-9]+[mhd]$", var.maintenance_schedule)) ? "Rate" : "Cron"
+}
+
+# The maintenance function runs on a timer: partitions created ahead, expired ones dropped, rollups
+# backfilled (common/maintenance.py). FunctionGraph invokes it asynchronously, through its `live`
+# alias like every other trigger. A pass that overlaps another (a slow one, a retried one, the deploy's
+# smoke test) takes no action: each pass holds a PostgreSQL advisory lock.
+#
+# A TIMER trigger is ACTIVE when created (the provider's acceptance test checks it), so it needs no
+# status action; `status` is set so that a timer disabled in the console shows as a change in the next
+# plan and is enabled again by the apply. The keys of event_data are those the provider's acceptance
+# test sends and reads back unchanged, so the plan after an apply is empty.
+resource "huaweicloud_fgs_function_trigger" "maintenance" {
+  function_urn = local.live_urns["maintenance"]
+  type         = "TIMER"
+  status       = "ACTIVE"
+  event_data = jsonencode({
+    name           = "${replace(var.name_prefix, "-", "_")}_maintenance"
+    schedule_type  = local.maintenance_schedule_type
+    schedule       = var.maintenance_schedule
+    sync_execution = false
+    user_event     = "maintenance pass scheduled by Terraform"
+  })
 }

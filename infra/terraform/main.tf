@@ -12,9 +12,10 @@ locals {
   dist_dir = abspath("${path.module}/${var.dist_dir}")
   deps_zip = "${local.dist_dir}/deps.zip"
 
-  # Every setting common/settings.py reads (Settings.names()), as strings, as user data is. To add a
-  # setting: one line here (or in secret_settings), plus a variable if it needs one, plus the functions
-  # that read it in function_settings.
+  # Every setting a function reads (FUNCTION_SETTINGS in common/settings.py), as strings, as user data
+  # is. To add a setting: one line here (or in secret_settings), plus a variable if it needs one, plus
+  # the functions that read it in function_settings. MAINTENANCE_INTERVAL_SECONDS is not here: only the
+  # local runner reads it; in the cloud the maintenance timer (functions.tf) decides.
   settings = merge({
     DB_HOST            = huaweicloud_rds_instance.db.private_ips[0]
     DB_PORT            = tostring(local.db_port)
@@ -32,6 +33,9 @@ locals {
     AUTH_ENABLED       = tostring(var.auth_enabled)
     AUTH_CACHE_SECONDS = tostring(var.auth_cache_seconds)
     LOG_LEVEL          = var.log_level
+
+    RAW_RETENTION_DAYS    = tostring(var.raw_retention_days)
+    ROLLUP_RETENTION_DAYS = tostring(var.rollup_retention_days)
     },
     # KAFKA_BOOTSTRAP_SERVERS and the broker's security settings (kafka.tf)
     local.kafka_settings,
@@ -52,12 +56,14 @@ locals {
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_TIMEOUT_MS", "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE",
   ]
-  auth_settings = ["AUTH_ENABLED", "AUTH_CACHE_SECONDS"]
+  auth_settings      = ["AUTH_ENABLED", "AUTH_CACHE_SECONDS"]
+  retention_settings = ["RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS"]
   function_settings = {
-    ingest    = concat(local.kafka_settings_used, local.database_settings, local.auth_settings, ["LOG_LEVEL"])
-    consumer  = concat(local.database_settings, local.redis_settings, ["LOG_LEVEL"])
-    query     = concat(local.database_settings, local.redis_settings, local.kafka_settings_used, local.auth_settings, ["DEMO_MODE", "LOG_LEVEL"])
-    dashboard = []
+    ingest      = concat(local.kafka_settings_used, local.database_settings, local.auth_settings, ["RAW_RETENTION_DAYS", "LOG_LEVEL"])
+    consumer    = concat(local.database_settings, local.redis_settings, local.retention_settings, ["LOG_LEVEL"])
+    maintenance = concat(local.database_settings, local.retention_settings, ["LOG_LEVEL"])
+    query       = concat(local.database_settings, local.redis_settings, local.kafka_settings_used, local.auth_settings, ["DEMO_MODE", "LOG_LEVEL"])
+    dashboard   = []
   }
 
   # Where the consumer's failed batches go in the artifacts bucket (python -m deploy replay reads them).

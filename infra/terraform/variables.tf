@@ -93,11 +93,15 @@ variable "functions" {
     consumer  = { memory_size = 512, timeout = 120, initializer_timeout = 60, max_instances = 20 }
     query     = { memory_size = 256, timeout = 15, initializer_timeout = 30, max_instances = 50 }
     dashboard = { memory_size = 128, timeout = 10, initializer_timeout = 30, max_instances = 10 }
+    # Two instances: the timer's pass and a deploy's smoke invocation may run at once (the second
+    # one finds the advisory lock taken and skips). 120 s stays below the 180 s the deploy tool
+    # waits for a synchronous invocation, so its smoke test sees a slow pass time out, not hang.
+    maintenance = { memory_size = 256, timeout = 120, initializer_timeout = 60, max_instances = 2 }
   }
 
   validation {
-    condition     = sort(keys(var.functions)) == sort(["consumer", "dashboard", "ingest", "query"])
-    error_message = "functions must have exactly the keys ingest, consumer, query and dashboard."
+    condition     = sort(keys(var.functions)) == sort(["consumer", "dashboard", "ingest", "maintenance", "query"])
+    error_message = "functions must have exactly the keys ingest, consumer, query, dashboard and maintenance."
   }
 
   validation {
@@ -174,6 +178,25 @@ variable "failure_retention_days" {
   validation {
     condition     = var.failure_retention_days >= 0 && var.failure_retention_days <= 365
     error_message = "failure_retention_days must be between 0 and 365."
+  }
+}
+
+# ---------------------------------------------------------------- the maintenance timer
+
+variable "maintenance_schedule" {
+  description = "When the maintenance function runs (a FunctionGraph TIMER trigger): a fixed rate, Nm (1-60 minutes), Nh (1-24 hours) or Nd (1-30 days); or a cron expression with seconds first, six fields, e.g. \"0 0/5 * * * *\", optionally preceded by CRON_TZ=<IANA zone> (default zone: the region's); or @every <N>m / <N>h. Overlapping passes are harmless: each holds a PostgreSQL advisory lock, and one that finds it taken does nothing."
+  type        = string
+  default     = "5m"
+
+  validation {
+    condition = anytrue([
+      can(regex("^([1-9]|[1-5][0-9]|60)m$", var.maintenance_schedule)),
+      can(regex("^([1-9]|1[0-9]|2[0-4])h$", var.maintenance_schedule)),
+      can(regex("^([1-9]|[12][0-9]|30)d$", var.maintenance_schedule)),
+      can(regex("^(CRON_TZ=[A-Za-z0-9_+/-]+ )?[0-9A-Za-z*?,/-]+( [0-9A-Za-z*?,/-]+){5}$", var.maintenance_schedule)),
+      can(regex("^@every ([1-9][0-9]*m|[1-9][0-9]*h([1-9][0-9]*m)?|[0-9]+\\.[0-9]+h)$", var.maintenance_schedule)),
+    ])
+    error_message = "maintenance_schedule must be a rate (1-60m, 1-24h, 1-30d), a six-field cron expression with seconds first (every 5 minutes is \"0 0/5 * * * *\"; a five-field Unix expression would be read with seconds first), optionally after CRON_TZ=<zone>, or @every <N>m / <N>h."
   }
 }
 
@@ -285,6 +308,28 @@ variable "auth_cache_seconds" {
   }
 }
 
+variable "raw_retention_days" {
+  description = "RAW_RETENTION_DAYS: days raw readings are kept. Older ones are refused (ingest answers 400, the consumer keeps them as rejected messages) and the maintenance function drops their daily partitions. Raise it before backfilling older data."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.raw_retention_days >= 1 && floor(var.raw_retention_days) == var.raw_retention_days
+    error_message = "raw_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "rollup_retention_days" {
+  description = "ROLLUP_RETENTION_DAYS: days the per-minute and per-15-minute rollups (what GET /api/device/{id}/series reads) are kept; 0 keeps them forever. Less than raw_retention_days leaves charts of older ranges empty while their raw readings still exist."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.rollup_retention_days >= 0 && floor(var.rollup_retention_days) == var.rollup_retention_days
+    error_message = "rollup_retention_days must be 0 (keep forever) or a whole number of days."
+  }
+}
+
 variable "log_level" {
   description = "LOG_LEVEL of the functions."
   type        = string
@@ -366,13 +411,13 @@ variable "rds_flavor" {
 }
 
 variable "rds_postgres_version" {
-  description = "PostgreSQL major version."
+  description = "PostgreSQL major version, 14 or later: the service buckets time series with date_bin (PostgreSQL 14+) and stores readings in declaratively partitioned tables written with INSERT ... ON CONFLICT. Changing it replaces the RDS instance and its data (the provider's db.version forces a new one): upgrade an existing instance in place with RDS's major version upgrade first, then set this to match."
   type        = string
   default     = "16"
 
   validation {
-    condition     = contains(["13", "14", "15", "16", "17"], var.rds_postgres_version)
-    error_message = "rds_postgres_version must be 13 to 17."
+    condition     = contains(["14", "15", "16", "17"], var.rds_postgres_version)
+    error_message = "rds_postgres_version must be 14 to 17: the service needs date_bin (PostgreSQL 14+) and partitioned tables with ON CONFLICT."
   }
 }
 
@@ -640,6 +685,7 @@ variable "alarm_rules" {
   }))
   default = {
     consumer_failures    = { threshold = 1, period = 300, count = 1 }
+    maintenance_failures = { threshold = 3, period = 3600, count = 1 }
     http_function_errors = { threshold = 5, period = 300, count = 1 }
     function_throttles   = { threshold = 1, period = 300, count = 1 }
     kafka_backlog        = { threshold = 10000, period = 300, count = 3 }
@@ -652,7 +698,7 @@ variable "alarm_rules" {
   validation {
     condition = sort(keys(var.alarm_rules)) == sort([
       "apig_5xx", "apig_throttled", "consumer_failures", "function_throttles", "http_function_errors",
-      "kafka_backlog", "rds_cpu_percent", "rds_disk_percent",
+      "kafka_backlog", "maintenance_failures", "rds_cpu_percent", "rds_disk_percent",
     ])
     error_message = "alarm_rules must have exactly the keys of alarms.tf's alarms (see the default)."
   }
