@@ -18,7 +18,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import schema
-from .errors import ServiceUnavailable
+from .errors import BadRequest, ServiceUnavailable
 from .readings import SMOKE_DEVICE_ID, Reading
 from .schema import ROLLUPS
 from .settings import Settings
@@ -524,9 +524,13 @@ class ReadingStore:
             last = _floor(end, width)
             if first >= last:
                 first = last = end  # nothing whole: raw readings answer all of it
-            return conn.execute(
-                _SERIES.format(table=table), {**params, "rollup_from": first, "rollup_to": last}
-            ).fetchall()
+            try:
+                return conn.execute(
+                    _SERIES.format(table=table), {**params, "rollup_from": first, "rollup_to": last}
+                ).fetchall()
+            except psycopg.errors.InvalidParameterValue as error:
+                # A zone this Python knows (tzdata) but the database's zone data does not yet.
+                raise BadRequest(f"tz {zone!r} is not known to the database; use another zone name") from error
 
         return self._run(query)
 

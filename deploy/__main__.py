@@ -1,4 +1,4 @@
-"""``python -m deploy package|deploy|rollback|replay|routes``.
+"""``python -m deploy package|deploy|rollback|replay|routes|migrate``.
 
 Exit status: 0 done; 1 the command ran and something failed (a smoke test, an alias move, a batch
 kept); 2 it could not start (missing credentials, a stale dist/, bad arguments).
@@ -115,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--dry-run", action="store_true", help="list the records and invoke nothing")
 
     commands.add_parser("routes", help="print the routes table for infra/terraform/apig.tf")
+    commands.add_parser(
+        "migrate",
+        help="bring the database named by DB_HOST, DB_NAME, DB_USER, DB_PASSWORD up to date (for a large"
+        " table, before deploying: a function's initializer has a time limit)",
+    )
     return parser
 
 
@@ -125,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             target = local_target() if args.local else FUNCTIONGRAPH
             print(f"packaging for {target.key} into {args.dist}")
             build(args.dist, target, _functions(args.functions))
+            return 0
+        if args.command == "migrate":
+            from common.settings import Settings
+            from common.store import ReadingStore
+
+            store = ReadingStore(Settings.from_env())
+            try:
+                print(f"schema at version {store.migrate()}")
+            finally:
+                store.close()
             return 0
         if args.command == "routes":
             from .routes import app_routes, terraform_block

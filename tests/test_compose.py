@@ -43,7 +43,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 INFRA = {"postgres", "redis", "kafka"}
-OURS = {"init", "shim", "trigger-loop"}  # the services built from our Dockerfile
+OURS = {"init", "shim", "trigger-loop", "maintenance"}  # the services built from our Dockerfile
 
 
 # --------------------------------------------------------------------------- reading the files
@@ -236,6 +236,8 @@ def test_servers_have_health_checks_and_our_processes_wait_for_them():
     for name in ("shim", "trigger-loop"):
         rules = {k: v["condition"] for k, v in SERVICES[name]["depends_on"].items()}
         assert rules == {"init": "service_completed_successfully", "redis": "service_healthy"}
+    maintenance = SERVICES["maintenance"]["depends_on"]
+    assert {k: v["condition"] for k, v in maintenance.items()} == {"init": "service_completed_successfully"}
 
 
 def test_restart_policies():
@@ -420,7 +422,9 @@ PROBE = textwrap.dedent(
 
     create_app()  # loads and initialises every HTTP function, as each Granian worker does
     load_function("consumer")
+    load_function("maintenance")
     import local.compose_init
+    import local.maintenance_timer
     spec = importlib.util.spec_from_file_location("generate_data", "scripts/generate_data.py")
     sys.modules["generate_data"] = module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
