@@ -9,10 +9,11 @@
     refreshSeconds: 5,
     staleAfterSeconds: 300,
     offlineAfterSeconds: 3600,
-    historyLimit: 1000,
-    recentReadings: 50,
+    readingsPerPage: 100,
     defaultWindow: "auto",
   };
+  // The device page's windows, in seconds; "auto" picks one of them when the page opens.
+  const WINDOW_SECONDS = { hour: 3600, day: 86400, week: 7 * 86400, month: 30 * 86400, year: 365 * 86400 };
 
   function positive(value, fallback, min, max) {
     const number = Number(value);
@@ -26,9 +27,12 @@
     refreshSeconds: positive(given.refreshSeconds, DEFAULTS.refreshSeconds, 1, 3600),
     staleAfterSeconds: positive(given.staleAfterSeconds, DEFAULTS.staleAfterSeconds, 1, 1e9),
     offlineAfterSeconds: positive(given.offlineAfterSeconds, DEFAULTS.offlineAfterSeconds, 1, 1e9),
-    historyLimit: Math.round(positive(given.historyLimit, DEFAULTS.historyLimit, 1, 1000)),
-    recentReadings: Math.round(positive(given.recentReadings, DEFAULTS.recentReadings, 1, 1000)),
-    defaultWindow: ["auto", "hour", "day", "week"].includes(given.defaultWindow) ? given.defaultWindow : DEFAULTS.defaultWindow,
+    // The API answers at most 1000 readings a page.
+    readingsPerPage: Math.round(positive(given.readingsPerPage, DEFAULTS.readingsPerPage, 1, 1000)),
+    defaultWindow:
+      given.defaultWindow === "auto" || Object.hasOwn(WINDOW_SECONDS, given.defaultWindow)
+        ? given.defaultWindow
+        : DEFAULTS.defaultWindow,
   };
   if (config.offlineAfterSeconds < config.staleAfterSeconds) config.offlineAfterSeconds = config.staleAfterSeconds;
 
@@ -173,38 +177,88 @@
   }
 
   // Plain GETs with only an Accept header: "simple" CORS requests, so no preflight is needed when the
-  // pages come from another origin (an OBS website calling APIG).
-  async function getJson(path) {
+  // pages come from another origin (an OBS website calling APIG). ``target`` is an API path or, for a
+  // link the API gave, an absolute URL.
+  async function fetchApi(target, accept, signal) {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(), 15000);
-    let response;
+    const cancel = () => controller.abort();
+    if (signal) signal.addEventListener("abort", cancel);
     try {
-      response = await fetch(apiUrl(path), {
-        headers: { Accept: "application/json" },
+      return await fetch(/^https?:/.test(target) ? target : apiUrl(target), {
+        headers: { Accept: accept },
         cache: "no-store",
         signal: controller.signal,
       });
     } catch (error) {
+      if (signal && signal.aborted) throw new ApiError("cancelled", 0);
       throw new ApiError(
         error.name === "AbortError" ? "no answer within 15 s" : "the API could not be reached (network or CORS error)",
         0,
       );
     } finally {
       clearTimeout(timeout);
+      if (signal) signal.removeEventListener("abort", cancel);
     }
+  }
+
+  // The error an unsuccessful answer carries: its JSON {"error": ...}, else its status line.
+  async function failure(response) {
+    let message = "HTTP " + response.status + " " + response.statusText;
+    try {
+      const body = await response.json();
+      if (body && typeof body.error === "string") message = body.error;
+    } catch (_) {
+      // not JSON: the status line says what there is to say
+    }
+    return new ApiError(message, response.status);
+  }
+
+  async function getJson(path) {
+    const response = await fetchApi(path, "application/json");
+    if (!response.ok) throw await failure(response);
     let body = null;
     try {
       body = await response.json();
     } catch (_) {
       body = null;
     }
-    if (!response.ok) {
-      throw new ApiError((body && body.error) || "HTTP " + response.status + " " + response.statusText, response.status);
-    }
     if (body === null || typeof body !== "object") {
       throw new ApiError("the answer is not JSON; is apiBase in config.js the API's URL?", response.status);
     }
     return body;
+  }
+
+  // One page of CSV: its text and the absolute URL of the next page (from the Link header), if any.
+  // A Link target is resolved against the URL it came from, so it works whichever origin the API has.
+  async function getCsvPage(target, signal) {
+    const response = await fetchApi(target, "text/csv", signal);
+    if (!response.ok) throw await failure(response);
+    const type = response.headers.get("Content-Type") || "";
+    if (!type.startsWith("text/csv")) {
+      throw new ApiError("the answer is not CSV (" + (type || "no content type") + ")", response.status);
+    }
+    const text = await response.text();
+    const next = nextLink(response.headers.get("Link"));
+    return { text, next: next ? new URL(next, response.url).href : null };
+  }
+
+  // The target of rel="next" in a Link header (RFC 8288), or null.
+  function nextLink(header) {
+    for (const part of (header || "").split(/,(?=\s*<)/)) {
+      const match = /^\s*<([^>]*)>(.*)$/.exec(part);
+      if (match && /;\s*rel\s*=\s*"?(?:[^";]*\s)?next(?:\s[^";]*)?"?\s*(?:;|$)/i.test(match[2])) return match[1];
+    }
+    return null;
+  }
+
+  // The reader's IANA time zone: the API buckets days (and longer) by its midnight.
+  function timeZone() {
+    try {
+      return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    } catch (_) {
+      return "UTC";
+    }
   }
 
   function describeApi() {
@@ -332,6 +386,7 @@
 
   window.IotDashboard = Object.assign(window.IotDashboard || {}, {
     config,
+    WINDOW_SECONDS,
     METRICS,
     STATUS_RANK,
     STATUS_LABEL,
@@ -352,6 +407,9 @@
     setText,
     element,
     getJson,
+    getCsvPage,
+    nextLink,
+    timeZone,
     apiUrl,
     absoluteApiUrl,
     poll,

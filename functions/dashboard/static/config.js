@@ -9,9 +9,9 @@ window.IOT_CONFIG = {
   refreshSeconds: 5, // how often both pages refresh in place
   staleAfterSeconds: 300, // silent longer than this: marked "Stale"
   offlineAfterSeconds: 3600, // silent longer than this: marked "Offline"
-  historyLimit: 1000, // readings per metric fetched for the charts (the API's maximum is 1000)
-  recentReadings: 50, // rows in the device page's table of recent readings
-  // The device page's initial chart window: "hour", "day", "week", or "auto": the shortest of the three
-  // that shows (at least 80 % of) the device's readings. A window picked on the page wins (?window=).
+  readingsPerPage: 100, // rows per page of the device page's readings table (the API's maximum is 1000)
+  // The device page's initial window: "hour", "day", "week" (7 days), "month" (30 days), "year", or
+  // "auto": the shortest of them that holds at least 80 % of the device's readings of the last year.
+  // A window picked on the page wins (?window=, or ?from=&to= for a range of one's own).
   defaultWindow: "auto",
 };

@@ -1,9 +1,17 @@
 // The overview page: every device with its latest value per metric, its status and counts.
 // Rows are keyed by device and updated in place, so refreshing keeps the scroll position, the
 // filters, the sort order and any text selection.
+//
+// The whole fleet is loaded (page after page of /api/devices) and searched, filtered, sorted and
+// counted in memory; the table holds the first ROWS_STEP matching rows and grows by as many with
+// "Show more". A table of ten thousand rows takes the browser seconds to lay out, on every refresh.
 (function () {
   "use strict";
   const D = window.IotDashboard;
+
+  const DEVICES_PAGE = 1000; // the API's largest page of devices
+  const ROWS_STEP = 500;
+  const collator = new Intl.Collator(); // localeCompare's order, far faster than calling it per pair
 
   D.overview = function overview() {
     const table = document.getElementById("devices");
@@ -12,10 +20,13 @@
     const search = document.getElementById("search");
     const statusFilter = document.getElementById("status-filter");
     const sortSelect = document.getElementById("sort");
+    const loadingText = document.getElementById("loading-text");
+    const showMore = document.getElementById("show-more");
     const rows = new Map(); // device id -> <tr>
     let devices = [];
     let columns = null; // metric columns, in order
     let loaded = false;
+    let rowLimit = ROWS_STEP;
 
     const query = D.readQuery();
     search.value = query.get("q") || "";
@@ -101,9 +112,19 @@
       return tr;
     }
 
-    function updateRow(tr, device, now) {
-      const last = D.parseTime(device.last_updated);
-      const status = D.deviceStatus(last, now);
+    // A row is rewritten only when what it shows changed: with thousands of devices, a refresh then
+    // touches the few that reported rather than every cell ("… ago" texts keep themselves current).
+    const shownAs = new WeakMap(); // <tr> -> what it shows
+    function updateRow(tr, device) {
+      const last = device.lastMs;
+      const status = device.status;
+      const readings = columns.map((metric) => {
+        const reading = device.metrics[metric];
+        return reading ? reading.value + "@" + reading.timestamp : "";
+      });
+      const signature = status + "|" + device.last_updated + "|" + readings.join("|");
+      if (shownAs.get(tr) === signature) return;
+      shownAs.set(tr, signature);
       tr.dataset.status = status;
       D.setStatusBadge(tr.cells[1].firstChild, status, last);
       D.setSince(tr.cells[2].firstChild, last);
@@ -125,33 +146,36 @@
       });
     }
 
-    function sortValue(device, now) {
+    function sortValue(device) {
       if (sort.key === "device") return device.device_id;
-      if (sort.key === "last") return D.parseTime(device.last_updated);
-      if (sort.key === "status") return D.STATUS_RANK[D.deviceStatus(D.parseTime(device.last_updated), now)];
+      if (sort.key === "last") return device.lastMs;
+      if (sort.key === "status") return D.STATUS_RANK[device.status];
       const reading = device.metrics[sort.key];
       return reading && typeof reading.value === "number" ? reading.value : null;
     }
 
-    function compare(a, b, now) {
-      const x = sortValue(a, now);
-      const y = sortValue(b, now);
+    function compare(a, b) {
+      const x = sortValue(a);
+      const y = sortValue(b);
       if (x !== y) {
         if (x == null) return 1; // missing values last, whichever the direction
         if (y == null) return -1;
-        const order = typeof x === "string" ? x.localeCompare(y) : x - y;
+        const order = typeof x === "string" ? collator.compare(x, y) : x - y;
         if (order) return order * sort.dir;
       }
-      return a.device_id.localeCompare(b.device_id);
+      return collator.compare(a.device_id, b.device_id);
     }
 
-    function matches(tr) {
+    // The search text and the status filter, as a test of one device.
+    function deviceFilter() {
       const text = search.value.trim().toLowerCase();
-      if (text && !tr.dataset.deviceId.toLowerCase().includes(text)) return false;
       const wanted = statusFilter.value;
-      if (!wanted) return true;
-      if (wanted === "problem") return tr.dataset.status === "stale" || tr.dataset.status === "offline";
-      return tr.dataset.status === wanted;
+      return (device) => {
+        if (text && !device.device_id.toLowerCase().includes(text)) return false;
+        if (!wanted) return true;
+        if (wanted === "problem") return device.status === "stale" || device.status === "offline";
+        return device.status === wanted;
+      };
     }
 
     function render() {
@@ -164,17 +188,21 @@
         buildHead();
         sortOptions();
       }
-      const seen = new Set();
       const counts = { online: 0, stale: 0, offline: 0, unknown: 0 };
-      const ordered = devices.slice().sort((a, b) => compare(a, b, now));
-      ordered.forEach((device, index) => {
+      for (const device of devices) {
+        device.status = D.deviceStatus(device.lastMs, now);
+        counts[device.status] += 1;
+      }
+      const matching = devices.filter(deviceFilter()).sort(compare);
+      const visible = matching.slice(0, rowLimit);
+      const seen = new Set();
+      visible.forEach((device, index) => {
         let tr = rows.get(device.device_id);
         if (!tr) {
           tr = newRow(device);
           rows.set(device.device_id, tr);
         }
-        updateRow(tr, device, now);
-        counts[tr.dataset.status] += 1;
+        updateRow(tr, device);
         seen.add(device.device_id);
         if (body.children[index] !== tr) body.insertBefore(tr, body.children[index] || null);
       });
@@ -184,34 +212,39 @@
           rows.delete(id);
         }
       }
-      applyFilters();
+      showStates(matching.length, visible.length);
       D.setText(document.getElementById("count-devices"), D.formatNumber(devices.length));
       for (const status of ["online", "stale", "offline"]) {
         D.setText(document.getElementById("count-" + status), D.formatNumber(counts[status]));
       }
     }
 
-    function applyFilters() {
-      let shown = 0;
-      for (const tr of rows.values()) {
-        const visible = matches(tr);
-        tr.hidden = !visible;
-        if (visible) shown += 1;
-      }
+    function showStates(matching, visible) {
       if (loaded) document.getElementById("loading").hidden = true;
       document.getElementById("empty").hidden = !loaded || devices.length > 0;
-      document.getElementById("no-match").hidden = !loaded || devices.length === 0 || shown > 0;
-      table.hidden = !loaded || devices.length === 0;
+      document.getElementById("no-match").hidden = !loaded || devices.length === 0 || matching > 0;
+      table.hidden = !loaded || matching === 0;
       const filtered = search.value.trim() !== "" || statusFilter.value !== "";
       D.setText(
         document.getElementById("shown-count"),
-        !loaded || devices.length === 0 ? "" : filtered ? "Showing " + shown + " of " + devices.length : devices.length + " devices",
+        !loaded || devices.length === 0
+          ? ""
+          : filtered
+            ? "Showing " + D.formatNumber(matching) + " of " + D.formatNumber(devices.length)
+            : D.formatNumber(devices.length) + " devices",
       );
+      const more = document.getElementById("more");
+      more.hidden = visible >= matching;
+      if (!more.hidden) {
+        D.setText(showMore, "Show " + D.formatNumber(Math.min(ROWS_STEP, matching - visible)) + " more");
+        D.setText(document.getElementById("more-count"), D.formatNumber(visible) + " of " + D.formatNumber(matching) + " listed");
+      }
     }
 
     function filtersChanged() {
       D.writeQuery({ q: search.value.trim(), status: statusFilter.value });
-      applyFilters();
+      rowLimit = ROWS_STEP;
+      if (loaded) render();
     }
 
     function setSort(next) {
@@ -235,6 +268,10 @@
       const key = button.dataset.sort;
       setSort(key === sort.key ? { key, dir: -sort.dir } : { key, dir: key === "device" ? 1 : -1 });
     });
+    showMore.addEventListener("click", () => {
+      rowLimit += ROWS_STEP;
+      render();
+    });
     document.getElementById("clear-filters").addEventListener("click", () => {
       search.value = "";
       statusFilter.value = "";
@@ -245,8 +282,29 @@
       D.setText(document.getElementById(id), typeof value === "number" ? D.formatNumber(value) : "–");
     }
 
+    // Every device, following the API's pages (device-id order, at most DEVICES_PAGE each) until it
+    // says there are no more. The first load says how far it has got; the rows appear once all are in,
+    // so sorting and the counts are never of a partial fleet.
+    async function fetchAllDevices() {
+      const all = [];
+      const cursors = new Set();
+      let cursor = null;
+      for (;;) {
+        const body = await D.getJson("/api/devices?limit=" + DEVICES_PAGE + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+        if (!Array.isArray(body.devices)) throw new D.ApiError("the answer has no list of devices", 200);
+        for (const device of body.devices) {
+          all.push({ ...device, metrics: device.metrics || {}, lastMs: D.parseTime(device.last_updated) });
+        }
+        if (!body.has_more || !body.next_cursor) return all;
+        if (cursors.has(body.next_cursor)) throw new D.ApiError("the API handed out the same page cursor twice", 200);
+        cursors.add(body.next_cursor);
+        cursor = body.next_cursor;
+        if (!loaded) D.setText(loadingText, "Loading devices… " + D.formatNumber(all.length) + " so far");
+      }
+    }
+
     async function load() {
-      const [list, stats] = await Promise.allSettled([D.getJson("/api/devices"), D.getJson("/api/stats")]);
+      const [list, stats] = await Promise.allSettled([fetchAllDevices(), D.getJson("/api/stats")]);
       if (stats.status === "fulfilled") {
         showStat("count-today", stats.value.readings_today);
         showStat("count-rejected", stats.value.rejected_messages);
@@ -258,8 +316,7 @@
         document.getElementById("stat-rejected").hidden = true;
       }
       if (list.status === "rejected") throw list.reason;
-      if (!Array.isArray(list.value.devices)) throw new D.ApiError("the answer has no list of devices", 200);
-      devices = list.value.devices.map((device) => ({ ...device, metrics: device.metrics || {} }));
+      devices = list.value;
       loaded = true;
       render();
     }
