@@ -119,10 +119,18 @@ def parse_metric_type(raw: object) -> str:
     raise ValidationError(f"Unknown metric_type {raw[:40]!r}; use one of: {_ALLOWED_METRICS}")
 
 
+# No metric here comes near it, and it keeps every sum the rollups and series add up finite: a float8
+# sum that overflowed would fail its batch on every retry.
+MAX_ABS_VALUE = 1e15
+_VALUE_RANGE = f"value must be between -{MAX_ABS_VALUE:.0e} and {MAX_ABS_VALUE:.0e} (inclusive)"
+
+
 def parse_value(raw: object, *, text: bool = False) -> float:
-    """A finite number. ``text``: the value comes from a form field, where every value is text."""
+    """A finite number of at most MAX_ABS_VALUE. ``text``: from a form field, where every value is text."""
     if type(raw) is float:
         if math.isfinite(raw):
+            if abs(raw) > MAX_ABS_VALUE:
+                raise ValidationError(_VALUE_RANGE)
             return raw
         raise ValidationError("value must be a finite number (not NaN or Infinity)")
     if raw is None or raw == "":
@@ -147,6 +155,8 @@ def parse_value(raw: object, *, text: bool = False) -> float:
         raise ValidationError("value must be a number")
     if not math.isfinite(value):
         raise ValidationError("value must be a finite number (not NaN or Infinity)")
+    if abs(value) > MAX_ABS_VALUE:
+        raise ValidationError(_VALUE_RANGE)
     return value
 
 
@@ -165,7 +175,12 @@ def parse_timestamp(raw: object, received_at: datetime) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     elif moment.tzinfo is not timezone.utc:
-        moment = moment.astimezone(timezone.utc)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except OverflowError:  # year 1 or 9999 moved past the calendar by its offset
+            raise ValidationError(
+                "timestamp is out of range: it must lie between 1970-01-01 and a day from now"
+            ) from None
     if moment < EARLIEST_TIMESTAMP:
         raise ValidationError("timestamp must not be before 1970-01-01")
     if moment > received_at + MAX_FUTURE_SKEW:
@@ -217,11 +232,11 @@ def _fast_reading(
     if metric is None:
         return None
     if type(value) is int:
-        if -(2**53) <= value <= 2**53:
+        if -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
             value = float(value)
         else:
             return None
-    elif type(value) is not float or value - value != 0.0:  # NaN and infinities are not 0
+    elif type(value) is not float or not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # NaN compares false
         return None
     if stamp is _MISSING or stamp is None or stamp == "":
         if stamped:
@@ -236,7 +251,10 @@ def _fast_reading(
         if tz is None:
             moment = moment.replace(tzinfo=_UTC)
         elif tz is not _UTC:
-            moment = moment.astimezone(_UTC)
+            try:
+                moment = moment.astimezone(_UTC)
+            except OverflowError:
+                return None
         if moment < EARLIEST_TIMESTAMP or moment > latest:
             return None
     else:
