@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DAY = 24 * 3600
+DAYS = 7  # of demo readings: the device page opens on "7 days", in 30-minute buckets of six readings
 STEP = 300  # seconds between demo readings
 
 
@@ -94,16 +95,23 @@ DEMO_DEVICES = {
 }
 
 
+# device -> (hours ago, hours long): a silence, drawn as a gap in its charts
+DEMO_OUTAGES = {"rooftop-weather": (62, 5)}
+
+
 def demo_readings(now: datetime | None = None) -> list[dict]:
-    """A day of readings every 5 minutes per device and metric, with a daily cycle and some noise."""
+    """A week of readings every 5 minutes per device and metric, with a daily cycle and some noise."""
     now = now or datetime.now(timezone.utc)
     rng = random.Random(42)
     readings = []
     for device, (silent, metrics) in DEMO_DEVICES.items():
         last = now - timedelta(seconds=silent)
+        outage_ago, outage_hours = DEMO_OUTAGES.get(device, (0, 0))
+        outage_end = now - timedelta(hours=outage_ago)
+        outage_start = outage_end - timedelta(hours=outage_hours)
         for metric, (base, swing, noise, decimals) in metrics.items():
             drift = 0.0
-            for step in range(DAY // STEP, -1, -1):
+            for step in range(DAYS * DAY // STEP, -1, -1):
                 moment = last - timedelta(seconds=step * STEP)
                 hour = moment.hour + moment.minute / 60
                 daily = math.sin((hour - 9) / 24 * 2 * math.pi)  # peaks mid-afternoon
@@ -113,6 +121,8 @@ def demo_readings(now: datetime | None = None) -> list[dict]:
                 value = round(base + swing * daily + drift, decimals)
                 if decimals == 0:
                     value = int(value)
+                if outage_start <= moment < outage_end:
+                    continue
                 readings.append(
                     {
                         "device_id": device,
@@ -145,15 +155,18 @@ def load_demo_data(base_url: str) -> None:
     for reading in readings:
         key = (reading["device_id"], reading["metric_type"])
         expected[key] = expected.get(key, 0) + 1
-    deadline = time.monotonic() + 120
+    # Stored readings per device and metric, counted by the API in day buckets (history pages hold 1000).
+    since = min(datetime.fromisoformat(reading["timestamp"]) for reading in readings)
+    span = f"from={int(since.timestamp() * 1000)}&to={int(time.time() * 1000) + 60_000}&interval=1d&agg=count"
+    deadline = time.monotonic() + 180
     while expected and time.monotonic() < deadline:
         for device, metric in list(expected):
-            url = f"{base_url}/api/device/{device}/history?metric_type={metric}&limit=1000"
-            if len(get_json(url)["data"]) >= expected[(device, metric)]:
+            answer = get_json(f"{base_url}/api/device/{device}/series?metric_type={metric}&{span}")
+            if sum(point["count"] for point in answer["points"]) >= expected[(device, metric)]:
                 del expected[(device, metric)]
         time.sleep(0.5)
     if expected:
-        raise RuntimeError(f"demo readings not stored within 2 minutes: {sorted(expected)}")
+        raise RuntimeError(f"demo readings not stored within 3 minutes: {sorted(expected)}")
 
 
 def take_screenshots(base_url: str, out_dir: Path, device: str = "rooftop-weather") -> list[Path]:
