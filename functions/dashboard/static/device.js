@@ -772,6 +772,17 @@
           if (kept.length) parts.push(kept.join("\n") + "\n");
           rows += kept.length;
           showCsvStatus("Downloading… " + D.formatNumber(rows) + " readings");
+          if (!page.next && lines.length - 1 === CSV_PAGE) {
+            // A full page without a readable Link: a proxy may have dropped the CORS header that lets
+            // this page read it. Ask the same page as JSON rather than save part of the window silently.
+            const same = await D.getJson(target.replace("format=csv", "format=json"));
+            if (same.has_more) {
+              throw new D.ApiError(
+                "the API has more readings but this page cannot read its Link header; the API (or a proxy in front of it) must send Access-Control-Expose-Headers: Link",
+                200,
+              );
+            }
+          }
           target = page.next;
         }
         saveFile(new Blob(parts, { type: "text/csv" }), name);
