@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help run test lint clean install bench soak wrk demo-data compose-config chromium vendor-js \
+.PHONY: help run test lint clean install bench bench-scale soak wrk demo-data compose-config chromium vendor-js \
 	dashboard-screenshots package deploy deploy-dry-run rollback replay checkov
 
 ## List the commands and what they do
@@ -66,13 +66,18 @@ chromium:
 vendor-js:
 	bash scripts/vendor-js.sh
 
-## Regenerate docs/dashboard-overview.png and docs/dashboard-device.png with a day of demo data
+## Regenerate docs/dashboard-overview.png and docs/dashboard-device.png with a week of demo data
 dashboard-screenshots: $(DEV_STAMP) chromium
 	$(PY) scripts/dashboard_screenshots.py
 
 ## Benchmarks, printed and appended to benchmarks/results.jsonl (QUICK=1: under two minutes)
 bench: $(DEV_STAMP) wrk
 	$(PY) -m local.bench --record $(if $(QUICK),--quick)
+
+## Queries, maintenance and disk use on ~100 million readings: the first run builds the database (15-30 min,
+## ~35 GB, kept in .local/bench-scale/; REBUILD=1 builds it again), then results go to benchmarks/results.jsonl
+bench-scale: $(RUN_STAMP)
+	$(PY) -m local.bench_scale --record $(if $(REBUILD),--rebuild)
 
 ## wrk (Debian's C load generator) for the single-reading benchmark; without it the bench uses a Python client
 wrk:
