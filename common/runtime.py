@@ -6,6 +6,7 @@ reused across invocations; nothing connects at import time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,9 @@ def initialize(context: object = None, settings: Settings | None = None) -> Runt
         if _current is not None:
             _current.close()
         _current = Runtime(settings)
+    # What loading the code made lives as long as the process: the collector need not scan it in
+    # every full collection (measured: 35-55 ms pauses in a page of 1,000 devices without this).
+    gc.freeze()
     return _current
 
 

@@ -1,6 +1,6 @@
 """The database schema: migrations, and the time partitions of the readings and their rollups.
 
-Readings are partitioned by day (UTC) and rollups by month, so that expiring data is dropping a table,
+Readings are partitioned by week (UTC, from Monday) and rollups by month, so that expiring data is dropping a table,
 never a DELETE through billions of rows. Partitions are created ahead of time by whoever migrates (the
 consumer and maintenance functions) and by the maintenance pass; a batch that still meets a missing
 partition creates it (``ReadingStore.store``).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 
@@ -23,11 +23,17 @@ log = logging.getLogger(__name__)
 
 UTC = timezone.utc
 DAY = timedelta(days=1)
+# A week per raw partition: a page of a sparse series' history spans months, and every partition it
+# touches costs planning and an index descent (measured with daily partitions: 300 of them for one
+# page, 15-25 ms of planning alone). Retention drops whole weeks, so raw readings are kept up to a
+# week past RAW_RETENTION_DAYS.
+WEEK = timedelta(days=7)
 
 # Raw partitions are created this far past today: a whole week without a maintenance run is covered.
-DAYS_AHEAD = 7
+DAYS_AHEAD = 8
 # A reading may be up to a day in the future (readings.MAX_FUTURE_SKEW): the old table, attached as a
-# partition, ends two days after the migration's day, past any reading it can hold.
+# partition, ends at the first week boundary two days or more after the migration, past any reading
+# it can hold.
 LEGACY_DAYS_AHEAD = 2
 
 # Rollup levels, finest first: (table, bucket width). Every zone's UTC offset is a multiple of 15
@@ -86,8 +92,7 @@ def _partition_readings(conn: psycopg.Connection) -> None:
     conn.execute('ALTER TABLE latest_reading ALTER COLUMN device_id TYPE text COLLATE "C"')
 
     if conn.execute("SELECT EXISTS (SELECT 1 FROM reading_legacy)").fetchone()[0]:
-        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        bound = today + LEGACY_DAYS_AHEAD * DAY
+        bound = week_start(datetime.now(UTC) + LEGACY_DAYS_AHEAD * DAY) + WEEK
         # The CHECK constraint proves the partition bound, so ATTACH does not scan again.
         conn.execute(
             f"ALTER TABLE reading_legacy ADD CONSTRAINT reading_legacy_bound CHECK (timestamp < '{bound.isoformat()}')"
@@ -152,6 +157,14 @@ MIGRATIONS: list[Migration] = [
     """,
     # 4: time partitions, rollups and per-day counts.
     _partition_readings,
+    # 5: the device list, for pages of devices and their count (one row per device, where the
+    # latest-value table has one per series).
+    """
+    CREATE TABLE device (
+        device_id text COLLATE "C" PRIMARY KEY
+    );
+    INSERT INTO device SELECT DISTINCT device_id FROM latest_reading;
+    """,
 ]
 
 MIGRATION_LOCK = 0x10770001  # any constants shared by every process of this service
@@ -183,6 +196,11 @@ def day_start(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def week_start(moment: datetime) -> datetime:
+    day = day_start(moment)
+    return day - day.weekday() * DAY
+
+
 def month_start(moment: datetime) -> datetime:
     return day_start(moment).replace(day=1)
 
@@ -191,8 +209,10 @@ def next_month(start: datetime) -> datetime:
     return (start + timedelta(days=32)).replace(day=1)
 
 
-def raw_partition(day: datetime) -> str:
-    return f"reading_p{day:%Y%m%d}"
+def raw_partition(lower: datetime) -> str:
+    """The name of the raw partition starting at ``lower`` (a Monday, but for partitions that fill the
+    gap next to another)."""
+    return f"reading_p{lower:%Y%m%d}"
 
 
 def rollup_partition(table: str, month: datetime) -> str:
@@ -234,33 +254,45 @@ def _create(conn: psycopg.Connection, table: str, name: str, lower: datetime, up
     )
 
 
-def _covered(existing: dict[str, tuple[datetime | None, datetime]], lower: datetime, upper: datetime) -> bool:
-    """True when some partition already holds [lower, upper) (the legacy one covers many days)."""
-    return any((lo is None or lo <= lower) and upper <= hi for lo, hi in existing.values())
+def _gaps(
+    existing: dict[str, tuple[datetime | None, datetime]], lower: datetime, upper: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The parts of [lower, upper) no partition holds yet: all of it, none of it, or (next to the
+    legacy partition, or partitions of another width) what is left between them."""
+    gaps = [(lower, upper)]
+    for lo, hi in existing.values():
+        lo = lo or datetime.min.replace(tzinfo=UTC)
+        gaps = [
+            part
+            for start, end in gaps
+            for part in ((start, min(end, lo)), (max(start, hi), end))
+            if part[0] < part[1]
+        ]
+    return gaps
 
 
 def ensure_raw_partitions(conn: psycopg.Connection, first_day: datetime, last_day: datetime) -> int:
-    """Daily reading partitions for every day from ``first_day`` to ``last_day`` (inclusive), and the
-    monthly rollup partitions of those days. Returns how many were created. Call it in a transaction:
+    """Weekly reading partitions for every instant from ``first_day`` to ``last_day`` (inclusive), and
+    the monthly rollup partitions of those days. Returns how many were created. Call it in a transaction:
     it holds a lock until the end of it, so processes creating the same day wait for one another."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
     created = 0
     existing = partitions(conn, "reading")
-    day = day_start(first_day)
-    while day <= last_day:
-        if not _covered(existing, day, day + DAY):
-            _create(conn, "reading", raw_partition(day), day, day + DAY)
-            existing[raw_partition(day)] = (day, day + DAY)
+    week = week_start(first_day)
+    while week <= last_day:
+        for lower, upper in _gaps(existing, week, week + WEEK):
+            _create(conn, "reading", raw_partition(lower), lower, upper)
+            existing[raw_partition(lower)] = (lower, upper)
             created += 1
-        day += DAY
+        week += WEEK
     for table, _ in ROLLUPS:
         existing = partitions(conn, table)
         month = month_start(first_day)
         while month <= last_day:
             following = next_month(month)
-            if not _covered(existing, month, following):
-                _create(conn, table, rollup_partition(table, month), month, following)
-                existing[rollup_partition(table, month)] = (month, following)
+            for lower, upper in _gaps(existing, month, following):
+                _create(conn, table, rollup_partition(table, lower), lower, upper)
+                existing[rollup_partition(table, lower)] = (lower, upper)
                 created += 1
             month = following
     return created
@@ -285,7 +317,3 @@ def drop_expired(conn: psycopg.Connection, table: str, limit: datetime) -> list[
             conn.execute(f"DROP TABLE {name}")
             dropped.append(name)
     return dropped
-
-
-def today(now: datetime | None = None) -> date:
-    return (now or datetime.now(UTC)).astimezone(UTC).date()

@@ -11,7 +11,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
 
 import psycopg
@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import schema
 from .errors import BadRequest, ServiceUnavailable
-from .readings import SMOKE_DEVICE_ID, Reading
+from .readings import SMOKE_DEVICE_ID, MetricType, Reading
 from .schema import ROLLUPS
 from .settings import Settings
 
@@ -57,12 +57,21 @@ WHERE a.device_id = b.device_id AND a.metric_type = b.metric_type AND a.timestam
 """
 # DISTINCT ON keeps the newest row per key.
 _MOVE_LATEST = """
-INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
-SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type::metric_type, value, timestamp
-FROM incoming ORDER BY device_id, metric_type, timestamp DESC
-ON CONFLICT (device_id, metric_type) DO UPDATE
-    SET value = excluded.value, timestamp = excluded.timestamp
-    WHERE l.timestamp < excluded.timestamp
+WITH moved AS (
+    INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
+    SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type::metric_type, value, timestamp
+    FROM incoming ORDER BY device_id, metric_type, timestamp DESC
+    ON CONFLICT (device_id, metric_type) DO UPDATE
+        SET value = excluded.value, timestamp = excluded.timestamp
+        WHERE l.timestamp < excluded.timestamp
+    RETURNING device_id, xmax = 0 AS new_series
+), new_devices AS (
+    -- A device's first series is its first reading: rare, so the device list costs batches nothing.
+    INSERT INTO device (device_id)
+    SELECT DISTINCT device_id FROM moved WHERE new_series ORDER BY device_id
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM moved
 """
 # One row per series and bucket merged into each rollup level. {since} limits it to readings at or
 # after the rollup horizon while older data is being backfilled (schema.py).
@@ -115,6 +124,8 @@ def rollup_statements(since: str = "") -> list[str]:
 
 # -- reads -------------------------------------------------------------------------------------
 _NEGATIVE_INFINITY = datetime.min.replace(tzinfo=schema.UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=schema.UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _INFINITY = datetime.max.replace(tzinfo=schema.UTC)
 
 # A page of one metric: an ordered walk of the primary key, across the day partitions in time order.
@@ -124,21 +135,29 @@ WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
   AND timestamp >= %(start)s AND timestamp < %(upper)s
 ORDER BY timestamp DESC LIMIT %(limit)s
 """
-# Across metrics the order is (timestamp DESC, metric in enum order). After the position (t, m), a
-# metric ordered after m may still show a reading at exactly t; the others only before t. Each
-# metric's bound is one index range, so every page is a walk of the primary key per metric.
-_HISTORY_ALL_METRICS = """
-SELECT m.metric_type::text, r.value, r.timestamp
-FROM unnest(enum_range(NULL::metric_type)) AS m(metric_type)
-CROSS JOIN LATERAL (
-    SELECT value, timestamp FROM reading
-    WHERE device_id = %(device)s AND metric_type = m.metric_type AND timestamp >= %(start)s
-      AND timestamp < CASE WHEN m.metric_type > %(after_metric)s::metric_type
-                           THEN %(upper)s + interval '1 microsecond' ELSE %(upper)s END
-    ORDER BY timestamp DESC LIMIT %(limit)s
-) AS r
-ORDER BY r.timestamp DESC, m.metric_type LIMIT %(limit)s
+# Across metrics: one ordered walk of the primary key per metric, merged by time (a Merge Append
+# that reads each walk only as far as the page needs). Each metric has its own upper bound, because
+# after the position (t, m) a metric ordered after m may still show a reading at exactly t.
+_HISTORY_METRIC_WALK = """
+(SELECT %(metric_{i})s::text AS metric_type, value, timestamp FROM reading
+ WHERE device_id = %(device)s AND metric_type = %(metric_{i})s::metric_type
+   AND timestamp >= %(start)s AND timestamp {op} %(upper)s
+ ORDER BY timestamp DESC LIMIT %(limit)s)
 """
+# A tie at the page's last timestamp holds at most one reading per metric: fetching this many more,
+# ordered by time alone, always includes the whole tie, which Python then orders by metric.
+_TIE = len(MetricType.names())
+_METRIC_RANK = {name: rank for rank, name in enumerate(MetricType.names())}
+
+
+def _history_all_metrics(after_metric: str | None) -> str:
+    walks = []
+    for i, metric in enumerate(MetricType.names()):
+        later = after_metric is not None and _METRIC_RANK[metric] > _METRIC_RANK[after_metric]
+        walks.append(_HISTORY_METRIC_WALK.format(i=i, op="<=" if later else "<"))
+    return " UNION ALL ".join(walks) + " ORDER BY timestamp DESC LIMIT %(limit)s"
+
+
 # Rollup rows for the whole rollup buckets in [rollup_from, rollup_to), raw readings for the rest of
 # [start, end); then grouped by the local bucket start and the UTC offset of each row. Every zone's
 # offset is a multiple of 15 minutes and changes on such a boundary, so no rollup row spans two local
@@ -167,18 +186,30 @@ SELECT date_bin(%(step)s::interval, wall, timestamp '2000-01-03') AS local_start
        max(last_time), (array_agg(last_value ORDER BY last_time DESC))[1]
 FROM local GROUP BY 1, 2 ORDER BY 1, 2
 """
-# The next devices in byte order, then their latest values: both walks of latest_reading's key.
+# The next devices in byte order from the device list, then their latest values as JSON, one text
+# per device, made by PostgreSQL (building thousands of Python objects per page cost more than the
+# query). Both are walks of a primary key, whatever the size of the fleet.
 _DEVICES_PAGE = """
-WITH devices AS (
-    SELECT DISTINCT device_id FROM latest_reading
+WITH page AS (
+    SELECT device_id FROM device
     WHERE device_id > %(after)s AND device_id >= %(low)s AND device_id < %(high)s
       AND starts_with(device_id, %(prefix)s) AND device_id <> %(smoke)s
     ORDER BY device_id LIMIT %(limit)s
 )
-SELECT l.device_id, l.metric_type::text, l.value, l.timestamp
-FROM latest_reading l JOIN devices USING (device_id)
-ORDER BY l.device_id, l.metric_type
+SELECT l.device_id, json_build_object(
+    'device_id', l.device_id,
+    'metrics', json_object_agg(l.metric_type, json_build_object('value', l.value, 'timestamp', l.timestamp)
+                               ORDER BY l.metric_type),
+    'last_updated', max(l.timestamp))::text
+FROM latest_reading l
+WHERE l.device_id > %(after)s
+  AND l.device_id <= (SELECT max(device_id) FROM page) AND l.device_id IN (SELECT device_id FROM page)
+GROUP BY l.device_id ORDER BY l.device_id
 """
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def _floor(moment: datetime, width) -> datetime:
@@ -342,7 +373,7 @@ class ReadingStore:
                 conn.execute(_DROP_STORED)
             since = "" if self._rollups_complete else self._share_rollups(conn)
             stored = conn.execute(_INSERT_NEW).rowcount
-            moved = conn.execute(_MOVE_LATEST).rowcount
+            (moved,) = conn.execute(_MOVE_LATEST).fetchone()
             shard = random.randrange(COUNT_SHARDS)
             for statement in rollup_statements(since):
                 conn.execute(statement, {"shard": shard, "smoke": SMOKE_DEVICE_ID})
@@ -437,7 +468,7 @@ class ReadingStore:
         rollups = ", ".join(table for table, _ in ROLLUPS)
         self._run(
             lambda conn: conn.execute(
-                f"TRUNCATE reading, {rollups}, reading_count, latest_reading, rejected_message"
+                f"TRUNCATE reading, {rollups}, reading_count, latest_reading, device, rejected_message"
             )
         )
 
@@ -471,22 +502,22 @@ class ReadingStore:
         (device_id, timestamp) to maintain on every insert) and merges."""
         upper = end
         after_metric = None
-        if after is not None:
-            upper = after[0] if end is None or after[0] < end else end
-            after_metric = after[1]
+        if after is not None and (end is None or after[0] < end):
+            upper, after_metric = after
         params = {
             "device": device_id,
             "metric": metric_type,
             "start": start or _NEGATIVE_INFINITY,
             "upper": upper or _INFINITY,
-            "after_metric": after_metric,
             "limit": limit,
         }
-        if metric_type is None:
-            sql = _HISTORY_ALL_METRICS
-        else:
-            sql = _HISTORY_ONE_METRIC
-        return self._run(lambda conn: conn.execute(sql, params).fetchall())
+        if metric_type is not None:
+            return self._run(lambda conn: conn.execute(_HISTORY_ONE_METRIC, params).fetchall())
+        params["limit"] = limit + _TIE
+        params.update({f"metric_{i}": metric for i, metric in enumerate(MetricType.names())})
+        rows = self._run(lambda conn: conn.execute(_history_all_metrics(after_metric), params).fetchall())
+        rows.sort(key=lambda row: (-_micros(row[2]), _METRIC_RANK[row[0]]))
+        return rows[:limit]
 
     def series_rows(
         self,
@@ -534,9 +565,9 @@ class ReadingStore:
 
         return self._run(query)
 
-    def devices_page(self, after: str | None, prefix: str, limit: int) -> list[LatestValue]:
-        """The latest values of up to ``limit`` devices after ``after`` in device-id (byte) order
-        whose ids start with ``prefix``; the deploy command's smoke device is not listed."""
+    def devices_page(self, after: str | None, prefix: str, limit: int) -> list[tuple[str, str]]:
+        """(device_id, the device's JSON object) of up to ``limit`` devices after ``after`` in
+        device-id (byte) order whose ids start with ``prefix``; not the deploy command's smoke device."""
         params = {
             "after": after or "",
             # Ids are ASCII (readings.parse_device_id), so every id that starts with the prefix sorts
@@ -547,19 +578,14 @@ class ReadingStore:
             "smoke": SMOKE_DEVICE_ID,
             "limit": limit,
         }
-        return self._run(
-            lambda conn: [
-                LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(_DEVICES_PAGE, params)
-            ]
-        )
+        return self._run(lambda conn: conn.execute(_DEVICES_PAGE, params).fetchall())
 
     def stats(self) -> dict[str, int]:
         """Counts for the dashboard: devices, readings stored for today (UTC) and rejected messages.
         Each is an index walk or a handful of rows, whatever the number of readings: today's count
         comes from the per-day counts kept with every batch. The smoke device is not counted."""
         sql = """
-            SELECT (SELECT count(*) FROM (SELECT DISTINCT device_id FROM latest_reading
-                                          WHERE device_id <> %(smoke)s) AS d),
+            SELECT (SELECT count(*) FROM device WHERE device_id <> %(smoke)s),
                    (SELECT coalesce(sum(readings), 0) FROM reading_count
                      WHERE day = (now() AT TIME ZONE 'UTC')::date),
                    (SELECT count(*) FROM rejected_message)

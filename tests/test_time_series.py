@@ -449,49 +449,46 @@ def test_readings_older_than_the_retention_are_refused_at_ingest_and_rejected_by
 
 
 def test_a_reading_whose_partition_is_missing_is_stored_all_the_same(runtime: Runtime):
-    far = now() + timedelta(hours=23)
+    week = schema.week_start(now())
 
-    def drop_ahead(conn):
-        for name in schema.partitions(conn, "reading"):
-            if name > schema.raw_partition(schema.day_start(now())):
+    def drop_from_this_week(conn):
+        for name, (lower, _) in schema.partitions(conn, "reading").items():
+            if lower is not None and lower >= week:
                 conn.execute(f"DROP TABLE {name}")
 
-    runtime.store.run(drop_ahead)
-    result = runtime.store.store([Reading("ahead", "power", 3.0, far), Reading("ahead", "power", 2.0, now())])
+    runtime.store.run(drop_from_this_week)
+    result = runtime.store.store(
+        [Reading("ahead", "power", 3.0, now() + timedelta(hours=23)), Reading("ahead", "power", 2.0, now())]
+    )
     assert result.stored == 2
-    assert maintenance.run(runtime)["partitions_created"] >= schema.DAYS_AHEAD - 1
+    assert maintenance.run(runtime)["partitions_created"] >= 1  # the weeks ahead, again
 
 
 def test_retention_drops_only_expired_partitions_and_rollups_still_answer(runtime: Runtime):
-    current = now()
     keep = 10
-    runtime.store.store(
-        readings("ret", "temperature", current - timedelta(days=8, hours=1), 48, timedelta(hours=1))
-    )
-    later = current + timedelta(days=keep - 8 + 1)  # a run two days later: the oldest day expires
-    before = runtime.store.run(lambda conn: set(schema.partitions(conn, "reading")))
+    # 48 hourly readings from a Sunday two weeks ago: half in one weekly partition, half in the next.
+    sunday = schema.week_start(now()) - timedelta(days=8)
+    runtime.store.store(readings("ret", "temperature", sunday, 48, timedelta(hours=1)))
+    first_partition_ends = sunday + timedelta(days=1)
+    later = first_partition_ends + timedelta(days=keep)  # the first partition has just expired then
+    before = runtime.store.run(lambda conn: schema.partitions(conn, "reading"))
     runtime.settings = dataclasses.replace(runtime.settings, raw_retention_days=keep)
     result = maintenance.run(runtime, now=later)
-    after = runtime.store.run(lambda conn: set(schema.partitions(conn, "reading")))
+    after = runtime.store.run(lambda conn: schema.partitions(conn, "reading"))
     limit = schema.retention_limit(later, keep)
-    dropped = before - after
+    dropped = set(before) - set(after)
     assert result["partitions_dropped"] == len(dropped) > 0
-    for name in dropped:
-        assert datetime.strptime(name, "reading_p%Y%m%d").replace(tzinfo=UTC) + timedelta(days=1) <= limit
-    for name in after:
-        assert (
-            name == "reading_legacy"
-            or datetime.strptime(name, "reading_p%Y%m%d").replace(tzinfo=UTC) + timedelta(days=1) > limit
-        )
-    # The raw readings of the dropped days are gone; their rollups still answer.
-    span = {"from": iso(current - timedelta(days=9)), "to": iso(current)}
+    assert all(before[name][1] <= limit for name in dropped)
+    assert all(upper > limit for _, upper in after.values())
+    # The raw readings of the dropped week are gone; their rollups still answer.
     remaining = runtime.store.history_page("ret", "temperature", None, None, None, 1000)
-    assert 0 < len(remaining) < 48
+    assert len(remaining) == 24
+    span = {"from": iso(sunday - timedelta(days=1)), "to": iso(now())}
     status, body, _ = get(
         "/api/device/ret/series", metric_type="temperature", interval="1h", agg="count", **span
     )
-    assert sum(p["count"] for p in body["points"]) == 48
-    # A second run at once finds nothing to do, and runs never overlap.
+    assert status == 200 and sum(p["count"] for p in body["points"]) == 48
+    # A second run at once finds nothing to do.
     assert maintenance.run(runtime, now=later)["partitions_dropped"] == 0
 
 
