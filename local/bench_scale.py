@@ -7,7 +7,7 @@
     python -m local.bench_scale --build-only  # build (unless kept) and stop
 
 The build fills an embedded PostgreSQL with the service's own schema (RAW_RETENTION_DAYS=400, so the
-daily partitions cover the year): 10,000 devices x 6 metrics over a year, one reading per series about
+weekly partitions cover the year): 10,000 devices x 6 metrics over a year, one reading per series about
 every 7 hours, plus 10 hot series (hot-0 .. hot-9, temperature) at one reading a second for the last
 30 days, ~100 million rows, by one binary COPY stream straight into ``reading``. Then the latest values,
 the rollups (the maintenance code's own backfill, day by day) and VACUUM ANALYZE. It takes 15 to 30
@@ -58,7 +58,7 @@ from .env import DATA_DIR
 
 METRICS = MetricType.names()  # in the enum's order, which is the primary key's order
 DAY = timedelta(days=1)
-# The service's database keeps raw readings this long: daily partitions then cover the whole year.
+# The service's database keeps raw readings this long: partitions then cover the whole year.
 RETENTION_DAYS = 400
 HOME = DATA_DIR / "bench-scale"
 # Written when a build completes: what was built and how long it took. No file, no usable database.
@@ -629,7 +629,7 @@ def ensure_built(servers: Servers, shape: Shape, rebuild: bool) -> tuple[Setting
     shutil.rmtree(home / "postgres", ignore_errors=True)
     settings = servers.start()
     store = ReadingStore(settings)
-    store.migrate()  # the schema and daily partitions back to RETENTION_DAYS ago
+    store.migrate()  # the schema and partitions back to RETENTION_DAYS ago
     store.close()
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     print(
