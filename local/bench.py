@@ -144,9 +144,9 @@ def _wrk_ms(out: str, share: str) -> float:
     return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
 
 
-# Forty days ago at midnight: every part's readings (spread from about 75 days before it to 18 days
-# after) fall inside the default raw retention of 90 days, where the service stores them.
-BASE_TIME = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=40)
+# Seventy days ago at midnight: every part's readings (spread from about 14 days before it to 58 days
+# after) fall between the default raw retention of 90 days and now, where the service stores them.
+BASE_TIME = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=70)
 
 
 def emit(record: dict, results: list[dict]) -> None:
@@ -559,7 +559,7 @@ class Bench:
             have = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
             missing = max(0, minimum - have)
             if missing:
-                rows = readings_for(prefix, missing, devices, offset_seconds=-3_000_000)
+                rows = readings_for(prefix, missing, devices, offset_seconds=-1_200_000)
                 with conn.cursor().copy(
                     "COPY reading (device_id, metric_type, value, timestamp) FROM STDIN"
                 ) as copy:

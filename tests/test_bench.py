@@ -49,3 +49,18 @@ def test_recorded_results_parse_line_by_line():
         line = json.loads(text)
         missing = [name for name in (*RUN_FIELDS, "benchmark") if name not in line]
         assert not missing, f"{bench.RESULTS.name}:{number} lacks {missing}"
+
+
+def test_every_benchmark_reading_is_one_the_service_stores():
+    """Readings outside the raw retention (or more than a day ahead) would be refused, and the
+    benchmark would measure 400s: each part's timestamps stay between the two."""
+    from datetime import datetime, timedelta, timezone
+
+    from common.settings import Settings
+    from local.bench import readings_for
+
+    now = datetime.now(timezone.utc)
+    oldest = now - timedelta(days=Settings().raw_retention_days)
+    for offset in (-1_000_000, 0, 300_000, 5_000_000, -1_200_000):
+        for reading in (readings_for("b", 20_000, 1000, offset_seconds=offset)[i] for i in (0, -1)):
+            assert oldest < datetime.fromisoformat(reading["timestamp"]) < now + timedelta(days=1), offset
