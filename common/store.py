@@ -73,17 +73,31 @@ WITH moved AS (
 )
 SELECT count(*) FROM moved
 """
-# One row per series and bucket merged into each rollup level. {since} limits it to readings at or
-# after the rollup horizon while older data is being backfilled (schema.py).
-_ROLLUP = """
+# One statement merges a batch into every rollup level and the day counts. The finest level is
+# aggregated from the inserted rows once; the coarser level and the counts from those few rows
+# (aggregating every reading again for each level doubled PostgreSQL's CPU per batch). {since}
+# limits it to readings at or after the rollup horizon while older data is backfilled (schema.py).
+_FINEST = """
+SELECT device_id, metric_type::metric_type AS metric_type,
+       date_bin('{width} seconds', timestamp, timestamptz 'epoch') AS bucket,
+       count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
+       min(timestamp) AS first_time, (array_agg(value ORDER BY timestamp))[1] AS first_value,
+       max(timestamp) AS last_time, (array_agg(value ORDER BY timestamp DESC))[1] AS last_value
+FROM incoming {since}
+GROUP BY 1, 2, 3
+"""
+_COARSER = """
+SELECT device_id, metric_type, date_bin('{width} seconds', bucket, timestamptz 'epoch') AS bucket,
+       sum(count)::bigint AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+       min(first_time) AS first_time, (array_agg(first_value ORDER BY first_time))[1] AS first_value,
+       max(last_time) AS last_time, (array_agg(last_value ORDER BY last_time DESC))[1] AS last_value
+FROM finest
+GROUP BY 1, 2, 3
+"""
+_MERGE = """
 INSERT INTO {table} AS r
     (device_id, metric_type, bucket, count, sum, min, max, first_time, first_value, last_time, last_value)
-SELECT device_id, metric_type::metric_type, date_bin('{width}', timestamp, timestamptz 'epoch'),
-       count(*), sum(value), min(value), max(value),
-       min(timestamp), (array_agg(value ORDER BY timestamp))[1],
-       max(timestamp), (array_agg(value ORDER BY timestamp DESC))[1]
-FROM incoming {since}
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+{rows} ORDER BY 1, 2, 3
 ON CONFLICT (device_id, metric_type, bucket) DO UPDATE SET
     count = r.count + excluded.count,
     sum = r.sum + excluded.sum,
@@ -99,8 +113,8 @@ ON CONFLICT (device_id, metric_type, bucket) DO UPDATE SET
 COUNT_SHARDS = 16
 _COUNT = """
 INSERT INTO reading_count AS c (day, shard, readings)
-SELECT (timestamp AT TIME ZONE 'UTC')::date, %(shard)s, count(*) FROM incoming
-WHERE device_id <> %(smoke)s {since}
+SELECT (bucket AT TIME ZONE 'UTC')::date, %(shard)s, sum(count)::bigint FROM finest
+WHERE device_id <> %(smoke)s
 GROUP BY 1 ORDER BY 1
 ON CONFLICT (day, shard) DO UPDATE SET readings = c.readings + excluded.readings
 """
@@ -110,16 +124,19 @@ ROLLUP_LOCK = 0x10770002
 _SINCE_HORIZON = "timestamp >= (SELECT complete_from FROM rollup_horizon)"
 
 
-def rollup_statements(since: str = "") -> list[str]:
-    """The statements that merge ``incoming`` into every rollup level and the day counts."""
-    where = f"WHERE {since}" if since else ""
-    return [
-        *(
-            _ROLLUP.format(table=table, width=f"{int(width.total_seconds())} seconds", since=where)
-            for table, width in ROLLUPS
-        ),
-        _COUNT.format(since=f"AND {since}" if since else ""),
+def rollup_statement(since: str = "") -> str:
+    """The statement that merges ``incoming`` into every rollup level and the day counts."""
+    (finest_table, finest_width), *coarser = ROLLUPS
+    parts = [
+        "finest AS ("
+        + _FINEST.format(width=int(finest_width.total_seconds()), since=f"WHERE {since}" if since else "")
+        + ")",
+        "level_0 AS (" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
     ]
+    for level, (table, width) in enumerate(coarser, start=1):
+        rows = _COARSER.format(width=int(width.total_seconds()))
+        parts.append(f"level_{level} AS (" + _MERGE.format(table=table, rows=rows) + ")")
+    return "WITH " + ",\n".join(parts) + "\n" + _COUNT
 
 
 # -- reads -------------------------------------------------------------------------------------
@@ -375,8 +392,7 @@ class ReadingStore:
             stored = conn.execute(_INSERT_NEW).rowcount
             (moved,) = conn.execute(_MOVE_LATEST).fetchone()
             shard = random.randrange(COUNT_SHARDS)
-            for statement in rollup_statements(since):
-                conn.execute(statement, {"shard": shard, "smoke": SMOKE_DEVICE_ID})
+            conn.execute(rollup_statement(since), {"shard": shard, "smoke": SMOKE_DEVICE_ID})
             return StoreResult(stored, len(readings) - stored, moved)
 
         def store(conn: psycopg.Connection) -> StoreResult:
@@ -561,7 +577,9 @@ class ReadingStore:
                 ).fetchall()
             except psycopg.errors.InvalidParameterValue as error:
                 # A zone this Python knows (tzdata) but the database's zone data does not yet.
-                raise BadRequest(f"tz {zone!r} is not known to the database; use another zone name") from error
+                raise BadRequest(
+                    f"tz {zone!r} is not known to the database; use another zone name"
+                ) from error
 
         return self._run(query)
 

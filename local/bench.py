@@ -77,7 +77,7 @@ end
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"device_id":"PREFIX-%04d","metric_type":"power","value":%d.25,"timestamp":"2025-03-01T00:00:%02d.%06dZ"}',
+    '{"device_id":"PREFIX-%04d","metric_type":"power","value":%d.25,"timestamp":"READING_DAYT00:00:%02d.%06dZ"}',
     counter % 1000, counter % 5000, id, counter)
   return wrk.format("POST", "/api/device/data", {["Content-Type"] = "application/json"}, body)
 end
@@ -479,7 +479,9 @@ class Bench:
         prefix = self.prefix
         before = self.count(prefix)
         script = self.data_dir / "single.lua"
-        script.write_text(WRK_SCRIPT.replace("PREFIX", prefix))
+        # Yesterday: inside the raw retention, whatever the day the benchmark runs.
+        day = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+        script.write_text(WRK_SCRIPT.replace("PREFIX", prefix).replace("READING_DAY", day))
         cpu_before = self.cpu_by_process()
         result = subprocess.run(
             [
