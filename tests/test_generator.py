@@ -268,15 +268,17 @@ def test_generated_readings_are_all_stored_and_shown(service):
 
 @pytest.mark.integration
 def test_rejected_readings_are_counted_and_fail_the_run(service):
-    # Iteration 0 lands two billion seconds ago, before 1970: the API refuses those requests whole.
+    # Iteration 0 lands two billion seconds ago, before 1970, and iteration 1 a billion seconds ago, past
+    # the raw retention: the API refuses those requests whole.
     prefix = f"old-{uuid.uuid4().hex[:6]}-"
     result = generate(
         "2", "6", "3", "--url", service.url, "--bulk-size", "6", "--interval", "1000000000",
         "--device-prefix", prefix, "--quiet",
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
-    assert "Sent 36 readings in 6 bulk requests: 24 accepted, 12 rejected" in result.stdout
+    assert "Sent 36 readings in 6 bulk requests: 12 accepted, 24 rejected" in result.stdout
     assert "rejected: HTTP 400: Reading 0: timestamp must not be before 1970-01-01" in result.stderr
+    assert "older than the raw retention of 90 days (RAW_RETENTION_DAYS)" in result.stderr
     assert "[" not in result.stderr  # --quiet: no progress bar
 
 

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import date, timedelta
 
 import pytest
 
@@ -90,6 +91,8 @@ def test_a_reading_appears_everywhere_within_five_seconds(service):
         "device_id": device,
         "metric_type": None,
         "data": [{"metric_type": "temperature", "value": 22.25, "timestamp": f"{RECENT_DAY}T08:00:00+00:00"}],
+        "has_more": False,
+        "next_cursor": None,
     }
 
 
@@ -166,7 +169,8 @@ def test_history_limit_is_capped_at_1000(service):
                 "device_id": device,
                 "metric_type": "current",
                 "value": batch * 100 + i,
-                "timestamp": f"2024-06-0{1 + batch // 6}T{batch % 6:02d}:{i // 60:02d}:{i % 60:02d}Z",
+                "timestamp": f"{date.fromisoformat(RECENT_DAY) + timedelta(days=batch // 6)}"
+                f"T{batch % 6:02d}:{i // 60:02d}:{i % 60:02d}Z",
             }
             for i in range(100)
         ]

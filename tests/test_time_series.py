@@ -304,28 +304,26 @@ def test_day_buckets_across_dst_changes_are_23_and_25_hours(runtime: Runtime):
         span = timedelta(hours=sum(hours))
         runtime.store.store(readings("dst", "power", span_start, sum(hours), timedelta(hours=1)))
         window = {"from": iso(span_start), "to": iso(span_start + span)}
-        status, body, _ = get(
-            "/api/device/dst/series",
-            metric_type="power",
-            interval="1d",
-            tz="Europe/Berlin",
-            agg="count",
-            **window,
-        )
-        assert status == 200, body
+
+        def berlin(interval: str, window: dict = window) -> dict:
+            status, body, _ = get(
+                "/api/device/dst/series",
+                metric_type="power",
+                interval=interval,
+                tz="Europe/Berlin",
+                agg="count",
+                **window,
+            )
+            assert status == 200, body
+            return body
+
+        body = berlin("1d")
         assert [p["t"] for p in body["points"]] == starts
         assert [p["count"] for p in body["points"]] == hours
         instants = [datetime.fromisoformat(t) for t in starts] + [span_start + span]
         assert [(b - a) / timedelta(hours=1) for a, b in zip(instants, instants[1:], strict=False)] == hours
         # One-hour buckets stay one hour each, also through the repeated and the skipped hour.
-        status, body, _ = get(
-            "/api/device/dst/series",
-            metric_type="power",
-            interval="1h",
-            tz="Europe/Berlin",
-            agg="count",
-            **window,
-        )
+        body = berlin("1h")
         assert [p["count"] for p in body["points"]] == [1] * sum(hours)
         instants = [datetime.fromisoformat(p["t"]) for p in body["points"]]
         assert all(b - a == timedelta(hours=1) for a, b in zip(instants, instants[1:], strict=False))
