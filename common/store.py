@@ -41,10 +41,14 @@ _COPY_INCOMING = "COPY incoming (device_id, metric_type, value, timestamp) FROM 
 # large part of storing. Inserts go in key order, so consumers storing at the same time take index
 # locks in the same order. Whatever reaches the statements below was inserted: the latest values,
 # rollups and counts are moved forward from exactly those rows, in the same transaction.
-_INSERT_NEW = """
-INSERT INTO reading (device_id, metric_type, value, timestamp)
-SELECT device_id, metric_type::metric_type, value, timestamp FROM incoming
+# The batch is sorted once: the statement's other steps read it in that order (PostgreSQL 17 and
+# later know they need not sort it again; three sorts of the batch were a large part of storing it).
+_BATCH = """
+SELECT device_id, metric_type::metric_type AS metric_type, value, timestamp FROM incoming
 ORDER BY device_id, metric_type, timestamp
+"""
+_INSERT_NEW = """
+INSERT INTO reading (device_id, metric_type, value, timestamp) SELECT * FROM batch
 """
 _DROP_STORED = """
 DELETE FROM incoming i USING reading r
@@ -57,33 +61,31 @@ WHERE a.device_id = b.device_id AND a.metric_type = b.metric_type AND a.timestam
 """
 # DISTINCT ON keeps the newest row per key.
 _MOVE_LATEST = """
-WITH moved AS (
-    INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
-    SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type::metric_type, value, timestamp
-    FROM incoming ORDER BY device_id, metric_type, timestamp DESC
-    ON CONFLICT (device_id, metric_type) DO UPDATE
-        SET value = excluded.value, timestamp = excluded.timestamp
-        WHERE l.timestamp < excluded.timestamp
-    RETURNING device_id, xmax = 0 AS new_series
-), new_devices AS (
-    -- A device's first series is its first reading: rare, so the device list costs batches nothing.
-    INSERT INTO device (device_id)
-    SELECT DISTINCT device_id FROM moved WHERE new_series ORDER BY device_id
-    ON CONFLICT DO NOTHING
-)
-SELECT count(*) FROM moved
+INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
+SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, value, timestamp
+FROM batch ORDER BY device_id, metric_type, timestamp DESC
+ON CONFLICT (device_id, metric_type) DO UPDATE
+    SET value = excluded.value, timestamp = excluded.timestamp
+    WHERE l.timestamp < excluded.timestamp
+RETURNING device_id, xmax = 0 AS new_series
+"""
+# A device's first series is its first reading: rare, so the device list costs batches nothing.
+_NEW_DEVICES = """
+INSERT INTO device (device_id)
+SELECT DISTINCT device_id FROM moved WHERE new_series ORDER BY device_id
+ON CONFLICT DO NOTHING
 """
 # One statement merges a batch into every rollup level and the day counts. The finest level is
 # aggregated from the inserted rows once; the coarser level and the counts from those few rows
 # (aggregating every reading again for each level doubled PostgreSQL's CPU per batch). {since}
 # limits it to readings at or after the rollup horizon while older data is backfilled (schema.py).
 _FINEST = """
-SELECT device_id, metric_type::metric_type AS metric_type,
+SELECT device_id, metric_type,
        date_bin('{width} seconds', timestamp, timestamptz 'epoch') AS bucket,
        count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
        min(timestamp) AS first_time, (array_agg(value ORDER BY timestamp))[1] AS first_value,
        max(timestamp) AS last_time, (array_agg(value ORDER BY timestamp DESC))[1] AS last_value
-FROM incoming {since}
+FROM batch {since}
 GROUP BY 1, 2, 3
 """
 _COARSER = """
@@ -124,19 +126,30 @@ ROLLUP_LOCK = 0x10770002
 _SINCE_HORIZON = "timestamp >= (SELECT complete_from FROM rollup_horizon)"
 
 
-def rollup_statement(since: str = "") -> str:
-    """The statement that merges ``incoming`` into every rollup level and the day counts."""
+def store_statement(since: str = "") -> str:
+    """One statement that stores ``incoming`` (failing on a reading stored already), moves the latest
+    values, adds new devices to the list, and merges the batch into every rollup level and the day
+    counts. Answers (readings stored, latest values moved)."""
     (finest_table, finest_width), *coarser = ROLLUPS
-    parts = [
-        "finest AS ("
+    steps = {
+        "batch": "MATERIALIZED (" + _BATCH + ")",
+        "stored": "(" + _INSERT_NEW + ")",
+        "moved": "(" + _MOVE_LATEST + ")",
+        "new_devices": "(" + _NEW_DEVICES + ")",
+        "finest": "("
         + _FINEST.format(width=int(finest_width.total_seconds()), since=f"WHERE {since}" if since else "")
         + ")",
-        "level_0 AS (" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
-    ]
+        "level_0": "(" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
+    }
     for level, (table, width) in enumerate(coarser, start=1):
         rows = _COARSER.format(width=int(width.total_seconds()))
-        parts.append(f"level_{level} AS (" + _MERGE.format(table=table, rows=rows) + ")")
-    return "WITH " + ",\n".join(parts) + "\n" + _COUNT
+        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=rows) + ")"
+    steps["counted"] = "(" + _COUNT + ")"
+    return (
+        "WITH "
+        + ",\n".join(f"{name} AS {body}" for name, body in steps.items())
+        + "\nSELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM moved)"
+    )
 
 
 # -- reads -------------------------------------------------------------------------------------
@@ -389,10 +402,8 @@ class ReadingStore:
                 conn.execute(_DROP_REPEATS)
                 conn.execute(_DROP_STORED)
             since = "" if self._rollups_complete else self._share_rollups(conn)
-            stored = conn.execute(_INSERT_NEW).rowcount
-            (moved,) = conn.execute(_MOVE_LATEST).fetchone()
-            shard = random.randrange(COUNT_SHARDS)
-            conn.execute(rollup_statement(since), {"shard": shard, "smoke": SMOKE_DEVICE_ID})
+            params = {"shard": random.randrange(COUNT_SHARDS), "smoke": SMOKE_DEVICE_ID}
+            stored, moved = conn.execute(store_statement(since), params).fetchone()
             return StoreResult(stored, len(readings) - stored, moved)
 
         def store(conn: psycopg.Connection) -> StoreResult:
