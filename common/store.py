@@ -41,8 +41,9 @@ _COPY_INCOMING = "COPY incoming (device_id, metric_type, value, timestamp) FROM 
 # large part of storing. Inserts go in key order, so consumers storing at the same time take index
 # locks in the same order. Whatever reaches the statements below was inserted: the latest values,
 # rollups and counts are moved forward from exactly those rows, in the same transaction.
-# The batch is sorted once: the statement's other steps read it in that order (PostgreSQL 17 and
-# later know they need not sort it again; three sorts of the batch were a large part of storing it).
+# The batch is sorted once and every step reads it in that order: PostgreSQL 17 and later know the
+# order and sort only within a series where a step needs another (three full sorts of the batch were
+# a large part of storing it).
 _BATCH = """
 SELECT device_id, metric_type::metric_type AS metric_type, value, timestamp FROM incoming
 ORDER BY device_id, metric_type, timestamp
