@@ -61,10 +61,12 @@ WHERE a.device_id = b.device_id AND a.metric_type = b.metric_type AND a.timestam
   AND a.ctid > b.ctid
 """
 # DISTINCT ON keeps the newest row per key.
+# It reads the finest rollup rows (each holds its bucket's last reading): a few rows per series where
+# the batch has many. While old data is backfilled those cover only part of the batch: then the batch.
 _MOVE_LATEST = """
 INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
-SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, value, timestamp
-FROM batch ORDER BY device_id, metric_type, timestamp DESC
+SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, {value}, {time}
+FROM {rows} ORDER BY device_id, metric_type, {time} DESC
 ON CONFLICT (device_id, metric_type) DO UPDATE
     SET value = excluded.value, timestamp = excluded.timestamp
     WHERE l.timestamp < excluded.timestamp
@@ -132,14 +134,18 @@ def store_statement(since: str = "") -> str:
     values, adds new devices to the list, and merges the batch into every rollup level and the day
     counts. Answers (readings stored, latest values moved)."""
     (finest_table, finest_width), *coarser = ROLLUPS
+    if since:
+        latest = _MOVE_LATEST.format(rows="batch", value="value", time="timestamp")
+    else:
+        latest = _MOVE_LATEST.format(rows="finest", value="last_value", time="last_time")
     steps = {
         "batch": "MATERIALIZED (" + _BATCH + ")",
         "stored": "(" + _INSERT_NEW + ")",
-        "moved": "(" + _MOVE_LATEST + ")",
-        "new_devices": "(" + _NEW_DEVICES + ")",
         "finest": "("
         + _FINEST.format(width=int(finest_width.total_seconds()), since=f"WHERE {since}" if since else "")
         + ")",
+        "moved": "(" + latest + ")",
+        "new_devices": "(" + _NEW_DEVICES + ")",
         "level_0": "(" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
     }
     for level, (table, width) in enumerate(coarser, start=1):
