@@ -121,7 +121,7 @@ class Settings:
     # PostgreSQL on every request. A revoked token stops working within this time.
     auth_cache_seconds: int = 60
     # Raw readings are kept this many days: older ones are refused (ingest answers 400, the consumer
-    # keeps them as rejected messages) and their weekly partitions are dropped. Backfilling older data
+    # keeps them as rejected messages) and their monthly partitions are dropped. Backfilling older data
     # needs a longer retention first.
     raw_retention_days: int = 90
     # Rollups (the per-minute and per-15-minute aggregates) are kept this many days; 0 keeps them.

@@ -165,7 +165,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=schema.UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _INFINITY = datetime.max.replace(tzinfo=schema.UTC)
 
-# A page of one metric: an ordered walk of the primary key, across the weekly partitions in time order.
+# A page of one metric: an ordered walk of the primary key, across the monthly partitions in time order.
 _HISTORY_ONE_METRIC = """
 SELECT metric_type::text, value, timestamp FROM reading
 WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type

@@ -7,7 +7,7 @@
     python -m local.bench_scale --build-only  # build (unless kept) and stop
 
 The build fills an embedded PostgreSQL with the service's own schema (RAW_RETENTION_DAYS=400, so the
-weekly partitions cover the year): 10,000 devices x 6 metrics over a year, one reading per series about
+partitions cover the year): 10,000 devices x 6 metrics over a year, one reading per series about
 every 7 hours, plus 10 hot series (hot-0 .. hot-9, temperature) at one reading a second for the last
 30 days, ~100 million rows, by one binary COPY stream straight into ``reading``. Then the latest values,
 the rollups (the maintenance code's own backfill, day by day) and VACUUM ANALYZE. It takes 15 to 30

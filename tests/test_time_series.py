@@ -447,27 +447,32 @@ def test_readings_older_than_the_retention_are_refused_at_ingest_and_rejected_by
 
 
 def test_a_reading_whose_partition_is_missing_is_stored_all_the_same(runtime: Runtime):
-    week = schema.week_start(now())
+    month = schema.month_start(now())
 
-    def drop_from_this_week(conn):
+    def drop_from_this_month(conn):
         for name, (lower, _) in schema.partitions(conn, "reading").items():
-            if lower is not None and lower >= week:
+            if lower is not None and lower >= month:
                 conn.execute(f"DROP TABLE {name}")
 
-    runtime.store.run(drop_from_this_week)
+    runtime.store.run(drop_from_this_month)
     result = runtime.store.store(
         [Reading("ahead", "power", 3.0, now() + timedelta(hours=23)), Reading("ahead", "power", 2.0, now())]
     )
     assert result.stored == 2
-    assert maintenance.run(runtime)["partitions_created"] >= 1  # the weeks ahead, again
+    # And a maintenance pass leaves the days ahead covered again.
+    maintenance.run(runtime)
+    ahead = schema.day_start(now()) + timedelta(days=schema.DAYS_AHEAD)
+    existing = runtime.store.run(lambda conn: schema.partitions(conn, "reading"))
+    assert schema._gaps(existing, month, ahead) == []
 
 
 def test_retention_drops_only_expired_partitions_and_rollups_still_answer(runtime: Runtime):
     keep = 10
-    # 48 hourly readings from a Sunday two weeks ago: half in one weekly partition, half in the next.
-    sunday = schema.week_start(now()) - timedelta(days=8)
-    runtime.store.store(readings("ret", "temperature", sunday, 48, timedelta(hours=1)))
-    first_partition_ends = sunday + timedelta(days=1)
+    # 48 hourly readings from the last day of the month before last: half in one monthly partition,
+    # half in the next.
+    first_partition_ends = schema.month_start(schema.month_start(now()) - timedelta(days=1))
+    last_day = first_partition_ends - timedelta(days=1)
+    runtime.store.store(readings("ret", "temperature", last_day, 48, timedelta(hours=1)))
     later = first_partition_ends + timedelta(days=keep)  # the first partition has just expired then
     before = runtime.store.run(lambda conn: schema.partitions(conn, "reading"))
     runtime.settings = dataclasses.replace(runtime.settings, raw_retention_days=keep)
@@ -478,10 +483,10 @@ def test_retention_drops_only_expired_partitions_and_rollups_still_answer(runtim
     assert result["partitions_dropped"] == len(dropped) > 0
     assert all(before[name][1] <= limit for name in dropped)
     assert all(upper > limit for _, upper in after.values())
-    # The raw readings of the dropped week are gone; their rollups still answer.
+    # The raw readings of the dropped month are gone; their rollups still answer.
     remaining = runtime.store.history_page("ret", "temperature", None, None, None, 1000)
     assert len(remaining) == 24
-    span = {"from": iso(sunday - timedelta(days=1)), "to": iso(now())}
+    span = {"from": iso(last_day - timedelta(days=1)), "to": iso(now())}
     status, body, _ = get(
         "/api/device/ret/series", metric_type="temperature", interval="1h", agg="count", **span
     )

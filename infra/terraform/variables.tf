@@ -309,7 +309,7 @@ variable "auth_cache_seconds" {
 }
 
 variable "raw_retention_days" {
-  description = "RAW_RETENTION_DAYS: days raw readings are kept. Older ones are refused (ingest answers 400, the consumer keeps them as rejected messages) and the maintenance function drops their weekly partitions once wholly expired. Raise it before backfilling older data."
+  description = "RAW_RETENTION_DAYS: days raw readings are kept. Older ones are refused (ingest answers 400, the consumer keeps them as rejected messages) and the maintenance function drops their monthly partitions once wholly expired. Raise it before backfilling older data."
   type        = number
   default     = 90
 
