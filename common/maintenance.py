@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from . import schema
+from . import schema, store
 from .readings import SMOKE_DEVICE_ID
 from .runtime import Runtime
 from .schema import DAY, ROLLUPS, UTC
@@ -27,34 +27,16 @@ BACKFILL_SECONDS = 30.0
 # A dropped partition waits this long for the lock; if ingest holds it longer, the next run drops it.
 DROP_LOCK_TIMEOUT = "5s"
 
-# Rollups and day counts of the raw readings in [start, end), where none exist yet.
-_ROLLUP_RANGE = """
-INSERT INTO {table}
-    (device_id, metric_type, bucket, count, sum, min, max, first_time, first_value, last_time, last_value)
-SELECT device_id, metric_type, date_bin('{width} seconds', timestamp, timestamptz 'epoch'),
-       count(*), sum(value), min(value), max(value),
-       min(timestamp), (array_agg(value ORDER BY timestamp))[1],
-       max(timestamp), (array_agg(value ORDER BY timestamp DESC))[1]
-FROM reading WHERE timestamp >= %(start)s AND timestamp < %(end)s
-GROUP BY 1, 2, 3
-"""
-_COUNT_RANGE = """
-INSERT INTO reading_count AS c (day, shard, readings)
-SELECT (timestamp AT TIME ZONE 'UTC')::date, 0, count(*) FROM reading
-WHERE timestamp >= %(start)s AND timestamp < %(end)s AND device_id <> %(smoke)s
-GROUP BY 1
-ON CONFLICT (day, shard) DO UPDATE SET readings = c.readings + excluded.readings
-"""
-
 
 def rollup_range(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
     """Build every rollup level and the day counts from the raw readings of [start, end), which must
     have none yet (the range lies below the rollup horizon, or the table was filled without them)."""
-    params = {"start": start, "end": end, "smoke": SMOKE_DEVICE_ID}
     schema.ensure_raw_partitions(conn, start, end - timedelta(microseconds=1))
-    for table, width in ROLLUPS:
-        conn.execute(_ROLLUP_RANGE.format(table=table, width=int(width.total_seconds())), params)
-    conn.execute(_COUNT_RANGE, params)
+    rows = "reading WHERE timestamp >= %(start)s AND timestamp < %(end)s"
+    conn.execute(
+        store.statement(store.rollup_steps(rows), "SELECT 1"),
+        {"start": start, "end": end, "shard": 0, "smoke": SMOKE_DEVICE_ID},
+    )
 
 
 def _oldest_legacy_reading(conn: psycopg.Connection) -> datetime | None:

@@ -88,7 +88,7 @@ SELECT device_id, metric_type,
        count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
        min(timestamp) AS first_time, (array_agg(value ORDER BY timestamp))[1] AS first_value,
        max(timestamp) AS last_time, (array_agg(value ORDER BY timestamp DESC))[1] AS last_value
-FROM batch {since}
+FROM {rows}
 GROUP BY 1, 2, 3
 """
 _COARSER = """
@@ -129,34 +129,46 @@ ROLLUP_LOCK = 0x10770002
 _SINCE_HORIZON = "timestamp >= (SELECT complete_from FROM rollup_horizon)"
 
 
+def rollup_steps(rows: str) -> dict[str, str]:
+    """The steps of a statement (name -> body) that merge the readings of ``rows`` (what follows
+    FROM) into every rollup level and the day counts: the batch's, or a range's when rollups are
+    backfilled (common.maintenance). The finest level is aggregated from the readings once, the
+    coarser ones and the counts from its rows."""
+    (finest_table, finest_width), *coarser = ROLLUPS
+    steps = {
+        "finest": "(" + _FINEST.format(width=int(finest_width.total_seconds()), rows=rows) + ")",
+        "level_0": "(" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
+    }
+    for level, (table, width) in enumerate(coarser, start=1):
+        coarser_rows = _COARSER.format(width=int(width.total_seconds()))
+        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=coarser_rows) + ")"
+    steps["counted"] = "(" + _COUNT + ")"
+    return steps
+
+
+def statement(steps: dict[str, str], answer: str) -> str:
+    """``WITH`` every step (in order: a step reads only those before it), then ``answer``."""
+    return "WITH " + ",\n".join(f"{name} AS {body}" for name, body in steps.items()) + "\n" + answer
+
+
 def store_statement(since: str = "") -> str:
     """One statement that stores ``incoming`` (failing on a reading stored already), moves the latest
     values, adds new devices to the list, and merges the batch into every rollup level and the day
     counts. Answers (readings stored, latest values moved)."""
-    (finest_table, finest_width), *coarser = ROLLUPS
     if since:
         latest = _MOVE_LATEST.format(rows="batch", value="value", time="timestamp")
     else:
         latest = _MOVE_LATEST.format(rows="finest", value="last_value", time="last_time")
+    rollups = rollup_steps(f"batch WHERE {since}" if since else "batch")
     steps = {
         "batch": "MATERIALIZED (" + _BATCH + ")",
         "stored": "(" + _INSERT_NEW + ")",
-        "finest": "("
-        + _FINEST.format(width=int(finest_width.total_seconds()), since=f"WHERE {since}" if since else "")
-        + ")",
+        "finest": rollups.pop("finest"),
         "moved": "(" + latest + ")",
         "new_devices": "(" + _NEW_DEVICES + ")",
-        "level_0": "(" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
+        **rollups,
     }
-    for level, (table, width) in enumerate(coarser, start=1):
-        rows = _COARSER.format(width=int(width.total_seconds()))
-        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=rows) + ")"
-    steps["counted"] = "(" + _COUNT + ")"
-    return (
-        "WITH "
-        + ",\n".join(f"{name} AS {body}" for name, body in steps.items())
-        + "\nSELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM moved)"
-    )
+    return statement(steps, "SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM moved)")
 
 
 # -- reads -------------------------------------------------------------------------------------
