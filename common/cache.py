@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -27,10 +27,9 @@ from .errors import ServiceUnavailable
 from .readings import MetricType, Reading
 from .settings import Settings
 from .store import LatestValue
+from .timeseries import epoch_microseconds
 
 log = logging.getLogger(__name__)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # KEYS[1]: the latest hash.  ARGV: field, micros, "value|ISO time" for each reading.
 _PUT_NEWER = """
@@ -66,11 +65,6 @@ def _unavailable_on_error() -> Iterator[None]:
         yield
     except redis.RedisError as error:
         raise CacheUnavailable() from error
-
-
-def _micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class LatestCache:
@@ -150,7 +144,11 @@ class LatestCache:
         for start in range(0, len(items), _CHUNK):
             args: list = []
             for (device_id, metric), (value, moment) in items[start : start + _CHUNK]:
-                args += [f"{device_id} {metric}", _micros(moment), f"{float(value)!r}|{moment.isoformat()}"]
+                args += [
+                    f"{device_id} {metric}",
+                    epoch_microseconds(moment),
+                    f"{float(value)!r}|{moment.isoformat()}",
+                ]
             moved += self._put_newer(keys=[self._latest_key], args=args)
         return moved
 

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -28,8 +28,10 @@ from .readings import (
 from .runtime import Runtime, current
 from .store import LatestValue
 from .timeseries import (
+    EPOCH,
     decode_cursor,
     encode_cursor,
+    epoch_microseconds,
     format_time,
     parse_aggregates,
     parse_interval,
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
 SERIES_DEFAULT_SPAN = timedelta(days=1)
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _from_cache_or_store(runtime: Runtime, from_cache, from_store):
@@ -152,10 +153,6 @@ def _optional_metric(raw: str | None) -> str | None:
     return parse_metric_type(raw) if raw not in (None, "") else None
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
 def _wants_csv(request: ApigRequest) -> bool:
     kind = request.query.get("format")
     if kind in (None, ""):
@@ -175,7 +172,7 @@ def device_history(request: ApigRequest, device_id: str) -> Response | dict:
     metric = _optional_metric(query.get("metric_type"))
     limit = parse_limit(query.get("limit"))
     start, end = parse_range(query.get("from"), query.get("to"), utc_now(), None)
-    scope = f"history {device_id} {metric} {start and _micros(start)} {end and _micros(end)}"
+    scope = f"history {device_id} {metric} {start and epoch_microseconds(start)} {end and epoch_microseconds(end)}"
     after = None
     if query.get("cursor"):
         after = _history_position(decode_cursor(query["cursor"], scope), metric, start, end)
@@ -185,7 +182,7 @@ def device_history(request: ApigRequest, device_id: str) -> Response | dict:
     next_cursor = None
     if has_more:
         kind, _, moment = rows[-1]
-        next_cursor = encode_cursor({"t": _micros(moment), "m": kind}, scope)
+        next_cursor = encode_cursor({"t": epoch_microseconds(moment), "m": kind}, scope)
     if _wants_csv(request):
         return _history_csv(request, device_id, rows, next_cursor)
     return {

@@ -11,7 +11,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple, TypeVar
 
 import psycopg
@@ -22,6 +22,7 @@ from .errors import BadRequest, ServiceUnavailable
 from .readings import SMOKE_DEVICE_ID, MetricType, Reading
 from .schema import ROLLUPS
 from .settings import Settings
+from .timeseries import EPOCH
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,6 @@ def store_statement(since: str = "") -> str:
 
 # -- reads -------------------------------------------------------------------------------------
 _NEGATIVE_INFINITY = datetime.min.replace(tzinfo=schema.UTC)
-_EPOCH = datetime(1970, 1, 1, tzinfo=schema.UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _INFINITY = datetime.max.replace(tzinfo=schema.UTC)
 
 # A page of one metric: an ordered walk of the primary key, across the monthly partitions in time order.
@@ -257,14 +256,9 @@ GROUP BY l.device_id ORDER BY l.device_id
 """
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
 def _floor(moment: datetime, width) -> datetime:
     """``moment`` down to a multiple of ``width`` since the epoch (the rollups' buckets)."""
-    epoch = datetime(1970, 1, 1, tzinfo=schema.UTC)
-    return epoch + ((moment - epoch) // width) * width
+    return EPOCH + ((moment - EPOCH) // width) * width
 
 
 def _ceil(moment: datetime, width) -> datetime:
@@ -562,7 +556,7 @@ class ReadingStore:
         params["limit"] = limit + _TIE
         params.update({f"metric_{i}": metric for i, metric in enumerate(MetricType.names())})
         rows = self._run(lambda conn: conn.execute(_history_all_metrics(after_metric), params).fetchall())
-        rows.sort(key=lambda row: (-_micros(row[2]), _METRIC_RANK[row[0]]))
+        rows.sort(key=lambda row: (row[2], -_METRIC_RANK[row[0]]), reverse=True)
         return rows[:limit]
 
     def series_rows(

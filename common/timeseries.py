@@ -100,12 +100,13 @@ def _from_epoch_milliseconds(text: str, match: re.Match[str]) -> datetime | None
     microseconds = int(whole) * 1000 + int(fraction[:3].ljust(3, "0"))
     if text.startswith("-"):
         microseconds = -microseconds
-    if not 0 <= microseconds <= _microseconds_since_epoch(LATEST):
+    if not 0 <= microseconds <= epoch_microseconds(LATEST):
         return None
     return EPOCH + timedelta(microseconds=microseconds)
 
 
-def _microseconds_since_epoch(moment: datetime) -> int:
+def epoch_microseconds(moment: datetime) -> int:
+    """Whole microseconds since 1970-01-01 UTC: how cursors and the cache write an instant."""
     return (moment - EPOCH) // _TICK
 
 
