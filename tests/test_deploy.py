@@ -302,6 +302,18 @@ def test_deploy_smoke_tests_each_new_version_on_its_own_urn_before_moving_live(d
         assert len([d for d in fake.dependencies.values() if d.name == "iot-common"]) == 2
 
 
+def assert_no_alias_moved(out: str, fake) -> None:
+    """A failed deploy published v2 of every function but moved no alias, not even a passing one's."""
+    assert (
+        "no alias moved: live stays where it was "
+        "(consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
+    )
+    for fn in fake.functions.values():
+        assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
+        assert fn.alias_descriptions["live"] == TERRAFORM_ALIAS_NOTE
+    assert not [r for r in fake.requests if r.method in ("PUT", "POST") and "/aliases" in r.path]
+
+
 def test_a_failing_smoke_test_moves_no_alias_and_shows_the_log_tail(dist, service_env):
     with make_fake(service_env, execute=False) as fake:
 
@@ -334,14 +346,7 @@ def test_a_failing_smoke_test_moves_no_alias_and_shows_the_log_tail(dist, servic
         ]
         # The other functions passed, and were published, but no alias moved: not even theirs.
         assert "ingest: smoke POST /api/device/data (smoke device) on v2: ok" in out
-        assert (
-            "no alias moved: live stays where it was "
-            "(consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
-        )
-        for fn in fake.functions.values():
-            assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
-            assert fn.alias_descriptions["live"] == TERRAFORM_ALIAS_NOTE
-        assert not [r for r in fake.requests if r.method in ("PUT", "POST") and "/aliases" in r.path]
+        assert_no_alias_moved(out, fake)
         assert lines[-1] == f"FAILED: 2 problem(s); smoke tests {SMOKE_TESTS - 2}/{SMOKE_TESTS} passed"
 
 
@@ -464,14 +469,7 @@ def test_a_failed_async_config_copy_moves_no_alias(dist, service_env, breakage, 
         assert line.endswith(
             "; without it, failed invocations of v2 would be neither retried nor sent to the failure destination"
         ), line
-    assert (
-        "no alias moved: live stays where it was "
-        "(consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
-    )
-    for fn in fake.functions.values():
-        assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
-        assert fn.alias_descriptions["live"] == TERRAFORM_ALIAS_NOTE
-    assert not [r for r in fake.requests if r.method in ("PUT", "POST") and "/aliases" in r.path]
+    assert_no_alias_moved(out, fake)
     assert out.strip().splitlines()[-1].startswith(f"FAILED: {len(failing)} problem(s)")
 
 
