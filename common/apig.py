@@ -17,13 +17,24 @@ from urllib.parse import parse_qsl, unquote
 
 from .errors import ApiError, BadRequest
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
+_CORS_ALLOWED = {
     "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Device-Token",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     # A CSV page names the next one in its Link header; a dashboard on another origin follows it.
     "Access-Control-Expose-Headers": "Link",
+    "Access-Control-Max-Age": "600",
 }
+
+
+def cors_headers(origin: str | None, allowed: tuple[str, ...], *, any_origin: bool) -> dict[str, str]:
+    """The CORS headers for a request from ``origin``: any origin while auth is off and no origins are
+    configured (the local demo), else only the configured ones, named back one at a time (a browser
+    then refuses every other origin's page the answer, and the preflight of a write)."""
+    if any_origin:
+        return {"Access-Control-Allow-Origin": "*", **_CORS_ALLOWED}
+    if origin and origin.rstrip("/") in allowed:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_ALLOWED}
+    return {"Vary": "Origin"}
 
 
 def _first(value: object) -> str | None:
@@ -135,7 +146,10 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     def to_apig(self) -> dict:
-        headers = {"Content-Type": self.content_type, **CORS_HEADERS, **self.headers}
+        # A 204 (a CORS preflight) has no body, so no type.
+        headers = (
+            {"Content-Type": self.content_type, **self.headers} if self.status != 204 else dict(self.headers)
+        )
         if isinstance(self.body, bytes):
             return {
                 "statusCode": self.status,

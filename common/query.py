@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +16,9 @@ from urllib.parse import quote, urlencode
 
 from . import series
 from .apig import ApigRequest, Response, json_response
-from .auth import require_admin
+from .auth import require_admin, require_read
 from .cache import CacheUnavailable
-from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, UnsupportedMediaType
 from .readings import (
     MAX_DEVICE_ID_LENGTH,
     MetricType,
@@ -82,6 +84,7 @@ def _last_updated(values: Sequence[LatestValue]) -> str | None:
 
 
 MAX_DEVICES_PAGE = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _whole_number(name: str, raw: str | None, default: int, maximum: int) -> int:
@@ -103,18 +106,25 @@ def list_devices(request: ApigRequest) -> Response:
 
     Pages walk PostgreSQL's device list, so a page costs the same at any fleet size; PostgreSQL
     writes each device's JSON (store.devices_page)."""
+    runtime = current()
+    principal = runtime.caller(request)
     query = request.query
     limit = _whole_number("limit", query.get("limit"), MAX_DEVICES_PAGE, MAX_DEVICES_PAGE)
     prefix = query.get("prefix") or ""
     if len(prefix) > MAX_DEVICE_ID_LENGTH:
         raise BadRequest(f"prefix must be at most {MAX_DEVICE_ID_LENGTH} characters")
+    if _CONTROL.search(prefix):
+        raise BadRequest(
+            "prefix may not contain control characters; device ids are letters, digits and _.:@-"
+        )
     scope = f"devices {prefix}"
     after = None
     if query.get("cursor"):
         after = decode_cursor(query["cursor"], scope).get("after")
         if not isinstance(after, str):
             raise BadRequest("cursor is not a position in the device list; start again without it")
-    rows = current().store.devices_page(after, prefix, limit + 1)
+    # A scoped credential's pages simply leave out the devices it may not read.
+    rows = runtime.store.devices_page(after, prefix, limit + 1, scope=principal.scope)
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = json.dumps(encode_cursor({"after": rows[-1][0]}, scope)) if has_more else "null"
@@ -124,7 +134,10 @@ def list_devices(request: ApigRequest) -> Response:
     )
 
 
-def _device_id(raw: str) -> str:
+def _device_id(request: ApigRequest, raw: str) -> str:
+    """The path's device id, once the caller may read it: 403 before anything is looked up, so the
+    answer is the same whether or not the device exists."""
+    require_read(current().caller(request), raw)
     try:
         return parse_device_id(raw)
     except BadRequest:
@@ -133,7 +146,7 @@ def _device_id(raw: str) -> str:
 
 def device_latest(request: ApigRequest, device_id: str) -> dict:
     """GET /api/device/{device_id}/latest"""
-    device_id = _device_id(device_id)
+    device_id = _device_id(request, device_id)
     values = latest_values(current(), device_id)
     if not values:
         raise NotFound("Device not found")
@@ -167,7 +180,7 @@ def device_history(request: ApigRequest, device_id: str) -> Response | dict:
 
     Newest first, a page at a time: ``next_cursor`` is the position after the page's last reading,
     so paging through a range returns every reading stored before the first page exactly once."""
-    device_id = _device_id(device_id)
+    device_id = _device_id(request, device_id)
     query = request.query
     metric = _optional_metric(query.get("metric_type"))
     limit = parse_limit(query.get("limit"))
@@ -232,7 +245,7 @@ def _history_csv(request: ApigRequest, device_id: str, rows: list, next_cursor: 
 def device_series(request: ApigRequest, device_id: str) -> dict:
     """GET /api/device/{device_id}/series?metric_type=&from=&to=&interval=&agg=&tz=: aggregates per
     bucket, oldest first, one point per bucket that holds readings."""
-    device_id = _device_id(device_id)
+    device_id = _device_id(request, device_id)
     query = request.query
     if query.get("metric_type") in (None, ""):
         raise BadRequest(f"metric_type is required: one of {', '.join(MetricType.names())}")
@@ -254,8 +267,10 @@ def device_series(request: ApigRequest, device_id: str) -> dict:
 
 
 def stats(request: ApigRequest) -> dict:
-    """GET /api/stats: device count, readings stored today (UTC) and rejected Kafka messages."""
-    return current().store.stats()
+    """GET /api/stats: device count, readings stored today (UTC) and rejected Kafka messages; for a
+    scoped credential, only its devices (and no rejected-message count: those have no trusted device)."""
+    runtime = current()
+    return runtime.store.stats(scope=runtime.caller(request).scope)
 
 
 def delete_all(request: ApigRequest) -> dict:
@@ -263,8 +278,13 @@ def delete_all(request: ApigRequest) -> dict:
     runtime = current()
     if not runtime.settings.demo_mode:
         raise Forbidden("delete-all is disabled; it works only when DEMO_MODE=true")
-    if runtime.settings.auth_enabled:
-        require_admin(runtime.tokens.authenticate(request))
+    # A form post from any web page needs no preflight; a JSON one does, and CORS refuses it.
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            "delete-all needs 'Content-Type: application/json' (so no other web page can send it)"
+        )
+    # Admin credentials are never remembered: a revoked one stops at once.
+    require_admin(runtime.caller(request))
     try:
         runtime.cache.clear()
     except CacheUnavailable as error:
@@ -288,9 +308,14 @@ def _check(probe) -> dict:
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def readiness(request: ApigRequest) -> Response:
-    """GET /ready: each dependency checked (in parallel, each bounded by its timeout); 503 if one that matters is down."""
-    runtime = current()
+# How long one check of the dependencies answers /ready in a process: however often /ready is called
+# (a load balancer, a flood), each dependency is asked at most this often.
+READY_CHECK_SECONDS = 5.0
+_ready_lock = threading.Lock()
+_last_ready: tuple[Runtime, float, dict, int] | None = None
+
+
+def _check_dependencies(runtime: Runtime) -> tuple[dict, int]:
     probes = {"postgres": runtime.store.ping, "redis": runtime.cache.ping, "kafka": runtime.producer.ping}
     with ThreadPoolExecutor(max_workers=len(probes)) as pool:
         futures = {name: pool.submit(_check, probe) for name, probe in probes.items()}
@@ -302,7 +327,28 @@ def readiness(request: ApigRequest) -> Response:
     }
     if checks["postgres"]["ok"]:
         body["rejected_messages"] = runtime.store.rejected_count()
-    return json_response(body, 200 if ready else 503)
+    return body, 200 if ready else 503
+
+
+def readiness(request: ApigRequest) -> Response:
+    """GET /ready: each dependency checked (in parallel, each bounded by its timeout); 503 if one that
+    matters is down. A check answers for READY_CHECK_SECONDS, with its age in ``checked_seconds_ago``."""
+    global _last_ready
+    runtime = current()
+    runtime.caller(request)
+    with _ready_lock:  # callers that arrive during a check wait for it rather than start their own
+        now = time.monotonic()
+        if (
+            _last_ready is None
+            or _last_ready[0] is not runtime
+            or now - _last_ready[1] >= READY_CHECK_SECONDS
+        ):
+            body, status = _check_dependencies(runtime)
+            _last_ready = (runtime, time.monotonic(), body, status)
+        _, checked, body, status = _last_ready
+    return json_response(
+        {**body, "checked_seconds_ago": round(now - checked, 1) if now > checked else 0}, status
+    )
 
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")

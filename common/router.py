@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from .apig import CORS_HEADERS, ApigRequest, Response, api_error_response, error_response, json_response
+from . import runtime
+from .apig import ApigRequest, Response, api_error_response, cors_headers, error_response, json_response
 from .errors import ApiError, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,19 @@ Handler = Callable[..., "Response | dict"]
 _PARAM = re.compile(r"\{(\w+)\}")
 
 
+def _cors(request: ApigRequest) -> dict[str, str]:
+    settings = runtime.current().settings
+    any_origin = not settings.auth_enabled and not settings.origins
+    return cors_headers(request.headers.get("origin"), settings.origins, any_origin=any_origin)
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str  # APIG template, e.g. /api/device/{device_id}/latest
     function: Handler
+    # Open to anyone: no credential is asked for, at the gateway or in the function.
+    public: bool = False
 
     @cached_property
     def pattern(self) -> re.Pattern:
@@ -45,18 +54,18 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
+    def route(self, method: str, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
         def register(function: Handler) -> Handler:
-            self.routes.append(Route(method.upper(), path, function))
+            self.routes.append(Route(method.upper(), path, function, public))
             return function
 
         return register
 
-    def get(self, path: str) -> Callable[[Handler], Handler]:
-        return self.route("GET", path)
+    def get(self, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, public=public)
 
-    def post(self, path: str) -> Callable[[Handler], Handler]:
-        return self.route("POST", path)
+    def post(self, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, public=public)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for ``method`` and ``path``, and the path's parameters (HEAD matches GET).
@@ -78,14 +87,16 @@ class Router:
     def resolve(self, event: dict, context: object = None) -> dict:
         """Route one APIG event to its function and return the APIG response dict."""
         request = ApigRequest.from_event(event)
-        return self.dispatch(request).to_apig()
+        response = self.dispatch(request)
+        response.headers = {**_cors(request), **response.headers}
+        return response.to_apig()
 
     def dispatch(self, request: ApigRequest) -> Response:
         try:
             route, params = self.match(request.method, request.path)
         except MethodNotAllowed as error:
             if request.method == "OPTIONS":  # a CORS preflight for a path that exists
-                return Response(204, "", headers={**CORS_HEADERS, "Allow": ", ".join(error.allowed)})
+                return Response(204, "", headers={"Allow": ", ".join(error.allowed)})
             return api_error_response(error)
         except NotFound as error:
             return api_error_response(error)

@@ -12,7 +12,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
-from .auth import TokenRegistry
+from .apig import ApigRequest
+from .auth import UNRESTRICTED, Principal, TokenRegistry
 from .cache import LatestCache
 from .producer import ReadingProducer
 from .settings import Settings
@@ -33,7 +34,14 @@ class Runtime:
 
     @cached_property
     def tokens(self) -> TokenRegistry:
-        return TokenRegistry(self.store, self.settings.auth_cache_seconds)
+        settings = self.settings
+        return TokenRegistry(self.store, settings.auth_cache_seconds, settings.auth_context_secret)
+
+    def caller(self, request: ApigRequest) -> Principal:
+        """Who sent the request (401 when auth is on and no valid credential came with it)."""
+        if not self.settings.auth_enabled:
+            return UNRESTRICTED
+        return self.tokens.authenticate(request)
 
     @cached_property
     def producer(self) -> ReadingProducer:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +172,41 @@ MIGRATIONS: list[Migration] = [
     );
     INSERT INTO device SELECT DISTINCT device_id FROM latest_reading;
     """,
+    # 6: credential kinds (device and gateway tokens, admin tokens, read keys), and an id that the
+    # gateway's authorizer hands the backend instead of the credential. ``devices`` holds device ids
+    # for device tokens and device globs for read keys (none: every device). is_admin stays, computed
+    # from the kind, so that code still reading it keeps working while a deploy moves over.
+    """
+    ALTER TABLE api_token ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;
+    ALTER TABLE api_token ADD COLUMN kind text NOT NULL DEFAULT 'device'
+        CONSTRAINT api_token_kind CHECK (kind IN ('device', 'admin', 'read'));
+    UPDATE api_token SET kind = 'admin' WHERE is_admin;
+    ALTER TABLE api_token ALTER COLUMN kind DROP DEFAULT;
+    ALTER TABLE api_token DROP COLUMN is_admin;
+    ALTER TABLE api_token ADD COLUMN is_admin boolean GENERATED ALWAYS AS (kind = 'admin') STORED;
+    """,
 ]
 
 MIGRATION_LOCK = 0x10770001  # any constants shared by every process of this service
 PARTITION_LOCK = 0x10770004
 
 
-def migrate(conn: psycopg.Connection) -> int:
-    """Bring the schema up to date; safe to run from many processes at once. Returns the version."""
+class Role(NamedTuple):
+    """A login role the migrations grant to: its name, and its password where the settings hold it
+    (in the cloud Terraform creates the accounts and keeps their passwords; the migration only grants)."""
+
+    name: str
+    password: str = ""
+
+
+def migrate(
+    conn: psycopg.Connection,
+    reader: Role | None = None,
+    writer: Role | None = None,
+    read_timeout_ms: int = 5000,
+) -> int:
+    """Bring the schema up to date, then create the reader and writer roles where missing and grant
+    them their rights; safe to run from many processes at once. Returns the version."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(
@@ -193,7 +222,200 @@ def migrate(conn: psycopg.Connection) -> int:
                 else:
                     conn.execute(migration)
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        grant_roles(conn, reader, writer, read_timeout_ms)
     return len(MIGRATIONS)
+
+
+# -- roles -----------------------------------------------------------------------------------------
+class RoleError(RuntimeError):
+    """A role the settings name cannot be set up; the message says what to do."""
+
+
+# The tables whose rows the writer may delete wholesale (POST /api/delete-all). The credentials and the
+# schema's version are the owner's alone: a writer that could insert a credential could make itself an
+# admin.
+DATA_TABLES = (
+    "reading",
+    *(table for table, _ in ROLLUPS),
+    "reading_count",
+    "latest_reading",
+    "device",
+    "rejected_message",
+)
+OWNER_ONLY_TABLES = ("api_token", "schema_version")
+_WRITES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def grant_roles(
+    conn: psycopg.Connection, reader: Role | None, writer: Role | None, read_timeout_ms: int
+) -> None:
+    """Create the reader and writer where missing and (re)grant their rights: cheap when nothing is
+    missing, so every migration run does it and a role made after the schema still gets them.
+
+    Reader: CONNECT, USAGE on the schema, SELECT on every table, now and (default privileges) on tables
+    and partitions the owner creates later, under ``read_timeout_ms`` as its statement timeout.
+    Writer: the same, plus INSERT, UPDATE and DELETE on every table but the credentials, and TRUNCATE on
+    the data tables. A role named as the owner itself needs nothing."""
+    owner = conn.execute("SELECT current_user").fetchone()[0]
+    roles = [role for role in (reader, writer) if role is not None and role.name and role.name != owner]
+    for role in dict.fromkeys(roles):
+        _ensure_role(conn, role, owner)
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    for role in dict.fromkeys(role.name for role in roles):
+        _grant_access(conn, role, schema)
+        _keep_out(conn, role, schema)
+    if reader is not None and reader in roles:
+        _grant_tables(conn, reader.name, schema, ("SELECT",))
+        _default_privileges(conn, reader.name, schema, ("SELECT",))
+        _set_statement_timeout(conn, reader.name, read_timeout_ms)
+    if writer is not None and writer in roles:
+        _grant_tables(conn, writer.name, schema, _WRITES, leave_out=OWNER_ONLY_TABLES)
+        _grant_tables(conn, writer.name, schema, ("TRUNCATE",), only=DATA_TABLES)
+        _default_privileges(conn, writer.name, schema, _WRITES)
+
+
+def _database(conn: psycopg.Connection) -> str:
+    return conn.execute("SELECT current_database()").fetchone()[0]
+
+
+def _grant_access(conn: psycopg.Connection, role: str, schema: str) -> None:
+    """CONNECT to the database and USAGE of the schema, where the role lacks them."""
+    connect, usage = conn.execute(
+        "SELECT has_database_privilege(%(role)s, current_database(), 'CONNECT'),"
+        " has_schema_privilege(%(role)s, %(schema)s, 'USAGE')",
+        {"role": role, "schema": schema},
+    ).fetchone()
+    if not connect:
+        database = sql.Identifier(_database(conn))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, sql.Identifier(role)))
+    if not usage:
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(role))
+        )
+
+
+def _ensure_role(conn: psycopg.Connection, role: Role, owner: str) -> None:
+    """Create a missing role (LOGIN, with its password when given); set a given password on one that
+    exists, so a changed password applies. Where the owner may not create roles (RDS accounts are
+    made through the RDS API: Terraform's huaweicloud_rds_pg_account), the role must exist already."""
+    name = sql.Identifier(role.name)
+    password = sql.SQL("")
+    if role.password:
+        # The server gets the password's SCRAM verifier, never the password: nothing to leak into its logs.
+        verifier = conn.pgconn.encrypt_password(role.password.encode(), role.name.encode()).decode()
+        password = sql.SQL(" PASSWORD {}").format(sql.Literal(verifier))
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role.name,)).fetchone()
+    try:
+        with conn.transaction():
+            if exists is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN{}").format(name, password))
+                log.info("created database role %s", role.name)
+            elif role.password:
+                conn.execute(sql.SQL("ALTER ROLE {}{}").format(name, password))
+    except psycopg.errors.DuplicateObject:
+        pass  # created meanwhile by a migration of another database on the same server
+    except psycopg.errors.InsufficientPrivilege as error:
+        if exists is None:
+            raise RoleError(
+                f"database role {role.name!r} does not exist and {owner!r} may not create roles: create it"
+                " (in the cloud Terraform's huaweicloud_rds_pg_account does), or migrate as a role with"
+                " CREATEROLE"
+            ) from error
+        log.warning("could not set the password of role %s (%s); it keeps the one it has", role.name, error)
+
+
+def _keep_out(conn: psycopg.Connection, role: str, schema: str) -> None:
+    """PostgreSQL lets every role (PUBLIC) make temporary tables, and before version 15 tables in schema
+    public; a role cannot be denied what PUBLIC holds. So take those from PUBLIC where the owner may (it
+    keeps them as the owner), and say so where it may not."""
+    temporary, create, owns_database, owns_schema = conn.execute(
+        """
+        SELECT has_database_privilege(%(role)s, current_database(), 'TEMPORARY'),
+               has_schema_privilege(%(role)s, %(schema)s, 'CREATE'),
+               pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE'),
+               pg_has_role((SELECT nspowner FROM pg_namespace WHERE nspname = %(schema)s), 'USAGE')
+        """,
+        {"role": role, "schema": schema},
+    ).fetchone()
+    if temporary:
+        if owns_database:
+            database = sql.Identifier(_database(conn))
+            conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(database))
+        else:
+            log.warning("role %s may create temporary tables: only the database's owner can revoke it", role)
+    if create:
+        if owns_schema:
+            conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema)))
+        else:
+            log.warning("role %s may create tables in schema %s: only its owner can revoke it", role, schema)
+
+
+def _grant_tables(
+    conn: psycopg.Connection,
+    role: str,
+    schema: str,
+    privileges: tuple[str, ...],
+    *,
+    only: tuple[str, ...] | None = None,
+    leave_out: tuple[str, ...] = (),
+) -> None:
+    """Grant ``privileges`` on the schema's tables (``only`` these, or all but ``leave_out``) where the
+    role lacks one: a catalog query when nothing is missing (GRANT rewrites the catalog row each time)."""
+    lacking = " OR ".join(
+        f"NOT has_table_privilege(%(role)s, c.oid, '{privilege}')" for privilege in privileges
+    )
+    tables = conn.execute(
+        f"""
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+          AND (%(only)s::text[] IS NULL OR c.relname = ANY(%(only)s::text[]))
+          AND c.relname <> ALL(%(leave_out)s::text[])
+          AND ({lacking})
+        ORDER BY c.relname
+        """,
+        {
+            "schema": schema,
+            "role": role,
+            "only": list(only) if only is not None else None,
+            "leave_out": list(leave_out),
+        },
+    ).fetchall()
+    if tables:
+        conn.execute(
+            sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(", ").join(sql.SQL(privilege) for privilege in privileges),
+                sql.SQL(", ").join(sql.Identifier(schema, table) for (table,) in tables),
+                sql.Identifier(role),
+            )
+        )
+
+
+def _default_privileges(
+    conn: psycopg.Connection, role: str, schema: str, privileges: tuple[str, ...]
+) -> None:
+    """The same rights on every table the owner creates later: new monthly partitions (which the
+    reader may read directly) and the tables of later migrations."""
+    conn.execute(
+        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT {} ON TABLES TO {}").format(
+            sql.Identifier(schema),
+            sql.SQL(", ").join(sql.SQL(privilege) for privilege in privileges),
+            sql.Identifier(role),
+        )
+    )
+
+
+def _set_statement_timeout(conn: psycopg.Connection, role: str, milliseconds: int) -> None:
+    """The reader's statement timeout on the role, for every client that logs in as it; the store also
+    sets it on each reader connection, so the setting applies where the owner may not alter the role."""
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+                    sql.Identifier(role), sql.Literal(int(milliseconds))
+                )
+            )
+    except psycopg.errors.InsufficientPrivilege as error:
+        log.info("statement_timeout of role %s is set per connection only (%s)", role, error)
 
 
 # -- partitions ------------------------------------------------------------------------------------

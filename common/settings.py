@@ -86,6 +86,16 @@ class Settings:
     db_user: str = "iot"
     db_password: str = field(default="", repr=False)
     db_pool_size: int = 4
+    # Least privilege: queries connect as a read-only role (SELECT only, under a statement timeout), the
+    # routes that change data as a writer role, and only the functions that migrate as DB_USER, the
+    # schema's owner. Migrations create the two roles (with these passwords, where they are given) and
+    # grant them their rights. Empty names mean DB_USER for everything: a development database.
+    db_reader_user: str = ""
+    db_reader_password: str = field(default="", repr=False)
+    db_writer_user: str = ""
+    db_writer_password: str = field(default="", repr=False)
+    # The reader's statement timeout: no read can hold a connection longer than this.
+    db_read_timeout_ms: int = 5000
 
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
@@ -120,6 +130,13 @@ class Settings:
     # How long a verified (or refused) token is remembered per process, so ingest does not ask
     # PostgreSQL on every request. A revoked token stops working within this time.
     auth_cache_seconds: int = 60
+    # The key the gateway's authorizer signs the credential id it hands the backend with (HMAC-SHA256),
+    # so a backend never trusts a credential header a client made up. Empty: a random key per process,
+    # which is enough where the authorizer runs in the same process (the local shim).
+    auth_context_secret: str = field(default="", repr=False)
+    # Origins (comma-separated, e.g. https://dash.example.com) whose pages may call the API. Empty: any
+    # origin while auth is off, none but the API's own while it is on ("*" is refused with auth on).
+    cors_origins: str = ""
     # Raw readings are kept this many days: older ones are refused (ingest answers 400, the consumer
     # keeps them as rejected messages) and their monthly partitions are dropped. Backfilling older data
     # needs a longer retention first.
@@ -132,12 +149,21 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_kafka_security(self)
+        if self.auth_enabled and "*" in self.origins:
+            raise SettingsError("CORS_ORIGINS may not be * while auth is on: list the dashboard's origins")
+        if self.db_read_timeout_ms < 1:
+            raise SettingsError(f"DB_READ_TIMEOUT_MS must be at least 1, not {self.db_read_timeout_ms}")
         if self.raw_retention_days < 1:
             raise SettingsError(f"RAW_RETENTION_DAYS must be at least 1, not {self.raw_retention_days}")
         if self.rollup_retention_days < 0:
             raise SettingsError(
                 f"ROLLUP_RETENTION_DAYS must be 0 (keep) or more, not {self.rollup_retention_days}"
             )
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """CORS_ORIGINS as a tuple of origins, without trailing slashes."""
+        return tuple(origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip())
 
     @classmethod
     def from_lookup(cls, lookup: Lookup) -> Settings:
@@ -183,7 +209,11 @@ class Settings:
 # secret it does not use (tests/test_terraform.py keeps infra/terraform in step with this map). Every
 # function builds the same Settings object; the settings it is not given keep their defaults, which it
 # never acts on. The dashboard only serves files.
-_DATABASE = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_POOL_SIZE", "CONNECT_TIMEOUT")
+_DB_SERVER = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_POOL_SIZE", "CONNECT_TIMEOUT")
+# The schema's owner, and the names of the roles its migrations create and grant to.
+_DB_OWNER = (*_DB_SERVER, "DB_USER", "DB_PASSWORD", "DB_READER_USER", "DB_WRITER_USER")
+_DB_READER = (*_DB_SERVER, "DB_READER_USER", "DB_READER_PASSWORD", "DB_READ_TIMEOUT_MS")
+_DB_WRITER = ("DB_WRITER_USER", "DB_WRITER_PASSWORD")
 _REDIS = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_KEY_PREFIX")
 _KAFKA = (
     "KAFKA_BOOTSTRAP_SERVERS",
@@ -195,18 +225,31 @@ _KAFKA = (
     "KAFKA_SASL_PASSWORD",
     "KAFKA_SSL_CAFILE",
 )
-_AUTH = ("AUTH_ENABLED", "AUTH_CACHE_SECONDS")
+_AUTH = ("AUTH_ENABLED", "AUTH_CACHE_SECONDS", "AUTH_CONTEXT_SECRET")
 _RETENTION = ("RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS")
 FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
-    # queues readings (refusing those older than the raw retention); checks device tokens in PostgreSQL
-    "ingest": frozenset((*_KAFKA, *_DATABASE, *_AUTH, "RAW_RETENTION_DAYS", "LOG_LEVEL")),
+    # queues readings (refusing those older than the raw retention); reads its credential's scope
+    "ingest": frozenset((*_KAFKA, *_DB_READER, *_AUTH, "RAW_RETENTION_DAYS", "LOG_LEVEL")),
+    # APIG's custom authorizer: checks every credential before any other function runs
+    "authorizer": frozenset((*_DB_READER, *_AUTH, "LOG_LEVEL")),
     # stores batches in PostgreSQL (creating a missing partition), then Redis; migrates the schema
-    "consumer": frozenset((*_DATABASE, *_REDIS, *_RETENTION, "LOG_LEVEL")),
+    "consumer": frozenset((*_DB_OWNER, *_REDIS, *_RETENTION, "LOG_LEVEL")),
     # on a timer: partitions ahead, expired ones dropped, rollups backfilled; migrates the schema
-    "maintenance": frozenset((*_DATABASE, *_RETENTION, "LOG_LEVEL")),
-    # reads Redis and PostgreSQL; /ready asks Kafka; delete-all needs demo mode and the admin token
-    "query": frozenset((*_DATABASE, *_REDIS, *_KAFKA, *_AUTH, "DEMO_MODE", "LOG_LEVEL")),
+    "maintenance": frozenset((*_DB_OWNER, *_RETENTION, "LOG_LEVEL")),
+    # reads Redis and PostgreSQL as the reader; /ready asks Kafka; delete-all (demo mode, admin) writes
+    "query": frozenset(
+        (*_DB_READER, *_DB_WRITER, *_REDIS, *_KAFKA, *_AUTH, "CORS_ORIGINS", "DEMO_MODE", "LOG_LEVEL")
+    ),
     "dashboard": frozenset(),
 }
 # Settings that are secrets: Terraform passes them as encrypted user data.
-SECRET_SETTINGS = frozenset({"DB_PASSWORD", "REDIS_PASSWORD", "KAFKA_SASL_PASSWORD"})
+SECRET_SETTINGS = frozenset(
+    {
+        "DB_PASSWORD",
+        "DB_READER_PASSWORD",
+        "DB_WRITER_PASSWORD",
+        "REDIS_PASSWORD",
+        "KAFKA_SASL_PASSWORD",
+        "AUTH_CONTEXT_SECRET",
+    }
+)

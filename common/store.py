@@ -3,12 +3,19 @@
 A reading is identified by (device_id, metric_type, timestamp): storing the same reading twice is
 a no-op, so redelivered Kafka messages are harmless. The latest-value table only moves forward in
 time, so late and out-of-order readings land in the history without replacing a newer latest.
+
+Each kind of work connects as the least role that can do it: reads (and credential lookups) as the
+reader, which may only SELECT, under a statement timeout; delete-all as the writer; storing, the
+credentials and migrations as the schema's owner. Nothing migrates by itself: the functions and tools
+that own the schema call ``migrate`` (common/schema.py grants the two roles their rights).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -234,26 +241,121 @@ SELECT date_bin(%(step)s::interval, wall, timestamp '2000-01-03') AS local_start
        max(last_time), (array_agg(last_value ORDER BY last_time DESC))[1]
 FROM local GROUP BY 1, 2 ORDER BY 1, 2
 """
-# The next devices in byte order from the device list, then their latest values as JSON, one text
-# per device, made by PostgreSQL (building thousands of Python objects per page cost more than the
-# query). Both are walks of a primary key, whatever the size of the fleet.
-_DEVICES_PAGE = """
-WITH page AS (
-    SELECT device_id FROM device
-    WHERE device_id > %(after)s AND device_id >= %(low)s AND device_id < %(high)s
-      AND starts_with(device_id, %(prefix)s) AND device_id <> %(smoke)s
-    ORDER BY device_id LIMIT %(limit)s
-)
+# Each device's latest values as one JSON text, made by PostgreSQL (building thousands of Python objects
+# per page cost more than the query).
+_DEVICE_JSON = """
 SELECT l.device_id, json_build_object(
     'device_id', l.device_id,
     'metrics', json_object_agg(l.metric_type, json_build_object('value', l.value, 'timestamp', l.timestamp)
                                ORDER BY l.metric_type),
     'last_updated', max(l.timestamp))::text
 FROM latest_reading l
+"""
+# The next devices in byte order from the device list, then their latest values. Both are walks of a
+# primary key, whatever the size of the fleet.
+_DEVICES_PAGE = (
+    """
+WITH page AS (
+    SELECT device_id FROM device
+    WHERE device_id > %(after)s AND device_id >= %(low)s AND device_id < %(high)s
+      AND starts_with(device_id, %(prefix)s) AND device_id <> %(smoke)s
+    ORDER BY device_id LIMIT %(limit)s
+)"""
+    + _DEVICE_JSON
+    + """
 WHERE l.device_id > %(after)s
   AND l.device_id <= (SELECT max(device_id) FROM page) AND l.device_id IN (SELECT device_id FROM page)
 GROUP BY l.device_id ORDER BY l.device_id
 """
+)
+# A scoped page's devices may lie far apart in the key: their latest values are looked up one by one.
+_SCOPED_DEVICES_JSON = (
+    _DEVICE_JSON
+    + """
+WHERE l.device_id = ANY(ARRAY(SELECT device_id FROM page))
+GROUP BY l.device_id ORDER BY l.device_id
+"""
+)
+# A scope's devices, and their readings today (UTC) from the day's rollup rows: one probe per device
+# and metric, where a scan of the day's rows would read the whole fleet's. The device list's ids are in
+# "C" order, the rollups' in the database's: the probe must compare in the rollups' to use their key.
+_SCOPED_STATS = """
+SELECT (SELECT count(*) FROM scoped),
+       (SELECT coalesce(sum(today.readings), 0) FROM scoped CROSS JOIN LATERAL (
+            SELECT sum(r.count) AS readings FROM {table} r
+            WHERE r.device_id = scoped.device_id COLLATE "default"
+              AND r.metric_type = ANY(%(metrics)s::metric_type[])
+              AND r.bucket >= date_trunc('day', now(), 'UTC')
+              AND r.bucket < date_trunc('day', now(), 'UTC') + interval '1 day') AS today)
+"""
+WILDCARDS = "*?"
+_WILDCARD = re.compile(r"[*?]")
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """The key range of the ids that start with ``prefix``: ids are ASCII (readings.parse_device_id),
+    so every one of them sorts below prefix + DEL."""
+    return prefix, prefix + "\x7f"
+
+
+def _like(glob: str) -> str:
+    """A glob (``*`` any run, ``?`` one character, everything else literal) as a LIKE pattern."""
+    literal = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return literal.replace("*", "%").replace("?", "_")
+
+
+@dataclass(frozen=True)
+class DeviceScope:
+    """The devices some globs match, as SQL over the device list's primary key: exact ids (globs
+    without wildcards, as device and gateway tokens hold) as one array of index probes, and each
+    glob with wildcards as a walk of the key range its literal prefix spans, filtered by LIKE."""
+
+    exact: tuple[str, ...]
+    patterns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, scope: Sequence[str] | None) -> DeviceScope | None:
+        """The scope of ``scope``'s globs; None when it is every device."""
+        if scope is None or "*" in scope:
+            return None
+        exact = sorted({glob for glob in scope if not any(w in glob for w in WILDCARDS)})
+        patterns = sorted(set(scope) - set(exact))
+        return cls(tuple(exact), tuple(patterns))
+
+    def select(
+        self, params: dict, *, prefix: str = "", after: bool = False, limit: bool = False
+    ) -> str | None:
+        """A SELECT of the distinct matching ids that start with ``prefix``, not the smoke device, each
+        part ``> %(after)s`` and cut at ``%(limit)s`` in key order when asked; adds its parameters to
+        ``params``. None when no id can match."""
+        params.setdefault("prefix", prefix)
+        common = " AND starts_with(device_id, %(prefix)s) AND device_id <> %(smoke)s"
+        if after:
+            common += " AND device_id > %(after)s"
+        cut = " ORDER BY device_id LIMIT %(limit)s" if limit else ""
+        parts = []
+        exact = [device for device in self.exact if device.startswith(prefix)]
+        if exact:
+            params["exact"] = exact
+            parts.append(
+                f"(SELECT device_id FROM device WHERE device_id = ANY(%(exact)s::text[]){common}{cut})"
+            )
+        for i, glob in enumerate(self.patterns):
+            literal = _WILDCARD.split(glob, maxsplit=1)[0]
+            if literal.startswith(prefix):
+                low, high = _prefix_range(literal)
+            elif prefix.startswith(literal):
+                low, high = _prefix_range(prefix)
+            else:
+                continue  # the glob's ids and the prefix's have nothing in common
+            params.update({f"low_{i}": low, f"high_{i}": high, f"like_{i}": _like(glob)})
+            parts.append(
+                f"(SELECT device_id FROM device WHERE device_id >= %(low_{i})s AND device_id < %(high_{i})s"
+                f" AND device_id LIKE %(like_{i})s{common}{cut})"
+            )
+        if not parts:
+            return None
+        return "SELECT device_id FROM (" + " UNION ".join(parts) + ") AS matched"
 
 
 def _floor(moment: datetime, width) -> datetime:
@@ -295,19 +397,57 @@ class StoreResult:
     latest_moved: int  # latest values that moved forward
 
 
-def conninfo(settings: Settings) -> str:
-    """The libpq connection string for the settings' database (also for tools and tests)."""
+class TokenRecord(NamedTuple):
+    """An active credential as stored (its hash aside)."""
+
+    id: int
+    name: str
+    kind: str  # device (or gateway), admin or read
+    # Device ids for a device or gateway token; device globs for a read key (none: every device).
+    devices: tuple[str, ...]
+
+
+# The database roles the store connects as (common/settings.py names their accounts).
+OWNER, READER, WRITER = "owner", "reader", "writer"
+
+
+def account(settings: Settings, role: str = OWNER) -> tuple[str, str]:
+    """(user, password) of ``role``; a reader or writer without a user of its own is the owner."""
+    user, password = {
+        OWNER: (settings.db_user, settings.db_password),
+        READER: (settings.db_reader_user, settings.db_reader_password),
+        WRITER: (settings.db_writer_user, settings.db_writer_password),
+    }[role]
+    return (user, password) if user else (settings.db_user, settings.db_password)
+
+
+def conninfo(settings: Settings, role: str = OWNER) -> str:
+    """The libpq connection string for the settings' database as ``role`` (also for tools and tests)."""
+    user, password = account(settings, role)
     return psycopg.conninfo.make_conninfo(
         host=settings.db_host,
         port=settings.db_port,
         dbname=settings.db_name,
-        user=settings.db_user,
-        password=settings.db_password,
+        user=user,
+        password=password,
         connect_timeout=settings.connect_timeout,
-        application_name="iot-metrics",
+        application_name="iot-metrics" if role == OWNER else f"iot-metrics-{role}",
         # timestamptz values come back in the session's time zone: UTC, as the API shows them
-        options="-c timezone=UTC",
+        options="-c timezone=UTC" + _role_options(settings, role),
     )
+
+
+def _role_options(settings: Settings, role: str) -> str:
+    """What a role's sessions set besides the time zone: the reader's statement timeout (the migration
+    also sets it on the role; here a changed setting applies at once, and where the role may not be
+    altered)."""
+    return f" -c statement_timeout={settings.db_read_timeout_ms}" if role == READER else ""
+
+
+NOT_MIGRATED = (
+    "The database schema is not migrated yet; run `python -m deploy migrate`, or start the consumer or"
+    " maintenance function, whose initializers migrate it"
+)
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -331,70 +471,114 @@ def _in_transaction(conn: psycopg.Connection, action: Callable[[psycopg.Connecti
 
 
 class ReadingStore:
-    """Access to PostgreSQL through a lazily opened connection pool."""
+    """Access to PostgreSQL through a lazily opened connection pool per database role."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._pool: ConnectionPool | None = None
-        self._migrated = False
+        self._pools: dict[str, ConnectionPool] = {}
+        self._pools_lock = threading.Lock()
         self._rollups_complete = False
 
     # -- connections -------------------------------------------------------------------------
     def _conninfo(self) -> str:
+        """The owner's connection string; the other roles' are made from it (a subclass that changes
+        this, e.g. the search path, changes it for every role)."""
         return conninfo(self.settings)
+
+    def _role_conninfo(self, role: str) -> str:
+        if role == OWNER:
+            return self._conninfo()
+        params = psycopg.conninfo.conninfo_to_dict(self._conninfo())
+        params["user"], params["password"] = account(self.settings, role)
+        params["application_name"] = f"iot-metrics-{role}"
+        params["options"] = (str(params.get("options") or "") + _role_options(self.settings, role)).strip()
+        return psycopg.conninfo.make_conninfo(**params)
+
+    def _pool(self, role: str) -> ConnectionPool:
+        pool = self._pools.get(role)
+        if pool is None:
+            with self._pools_lock:
+                pool = self._pools.get(role)
+                if pool is None:
+                    pool = ConnectionPool(
+                        self._role_conninfo(role),
+                        min_size=1,
+                        max_size=max(1, self.settings.db_pool_size),
+                        kwargs={"autocommit": True},
+                        # Only the owner stores batches, through the scratch table.
+                        configure=_configure if role == OWNER else None,
+                        check=ConnectionPool.check_connection,
+                        timeout=self.settings.connect_timeout + 1,
+                        open=False,
+                        name="iot-metrics" if role == OWNER else f"iot-metrics-{role}",
+                    )
+                    pool.open(wait=False)
+                    self._pools[role] = pool
+        return pool
 
     @property
     def pool(self) -> ConnectionPool:
-        if self._pool is None:
-            self._pool = ConnectionPool(
-                self._conninfo(),
-                min_size=1,
-                max_size=max(1, self.settings.db_pool_size),
-                kwargs={"autocommit": True},
-                configure=_configure,
-                check=ConnectionPool.check_connection,
-                timeout=self.settings.connect_timeout + 1,
-                open=False,
-                name="iot-metrics",
-            )
-            self._pool.open(wait=False)
-        return self._pool
+        """The owner's pool."""
+        return self._pool(OWNER)
 
-    def _run(self, action, *, migrate: bool = True):
-        """Run ``action(conn)`` on a pooled connection; a dead database becomes a 503."""
+    def _run(self, action: Callable[[psycopg.Connection], T], role: str = OWNER) -> T:
+        """Run ``action(conn)`` on a pooled connection of ``role``; a dead database, a schema not
+        migrated yet, a role without its rights and a read past the reader's timeout become 503s."""
         try:
-            if migrate and not self._migrated:
-                self.migrate()
-            with self.pool.connection() as conn:
+            with self._pool(role).connection() as conn:
                 return action(conn)
         except (PoolTimeout, psycopg.OperationalError) as error:
+            if role == READER and isinstance(error, psycopg.errors.QueryCanceled):
+                log.warning("a read ran past the reader's statement timeout: %s", error)
+                raise ServiceUnavailable(
+                    f"The database did not answer within {self.settings.db_read_timeout_ms} ms"
+                    " (DB_READ_TIMEOUT_MS); try again, or ask for less (a shorter range)"
+                ) from error
             log.warning("PostgreSQL unavailable: %s", error)
             raise ServiceUnavailable("The database is unavailable; try again shortly") from error
+        except psycopg.errors.UndefinedTable as error:
+            log.error("%s (%s)", NOT_MIGRATED, error)
+            raise ServiceUnavailable(NOT_MIGRATED) from error
+        except psycopg.errors.InsufficientPrivilege as error:
+            user = account(self.settings, role)[0]
+            log.error("database role %s lacks a right: %s", user, error)
+            raise ServiceUnavailable(
+                f"The database role {user} lacks a right it needs; run `python -m deploy migrate`"
+                " (the migration grants the reader and writer roles their rights)"
+            ) from error
 
     def run(self, action: Callable[[psycopg.Connection], T]) -> T:
-        """``action(conn)`` on a pooled connection of the migrated database (autocommit: the action
-        opens its own transactions); a dead database becomes a 503."""
+        """``action(conn)`` on a pooled connection of the schema's owner (autocommit: the action opens
+        its own transactions); a dead database becomes a 503."""
         return self._run(action)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        with self._pools_lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
 
     # -- schema ------------------------------------------------------------------------------
     def migrate(self) -> int:
-        """Bring the schema up to date and the partitions ahead; safe from many processes at once.
-        Returns the schema version."""
+        """Bring the schema up to date, the reader and writer roles granted and the partitions ahead;
+        safe from many processes at once. Returns the schema version."""
+        settings = self.settings
+
+        def role(user: str, password: str) -> schema.Role | None:
+            return schema.Role(user, password) if user else None
 
         def apply(conn: psycopg.Connection) -> int:
-            version = schema.migrate(conn)
+            version = schema.migrate(
+                conn,
+                reader=role(settings.db_reader_user, settings.db_reader_password),
+                writer=role(settings.db_writer_user, settings.db_writer_password),
+                read_timeout_ms=settings.db_read_timeout_ms,
+            )
             with conn.transaction():
-                schema.ensure_partitions(conn, datetime.now(schema.UTC), self.settings.raw_retention_days)
+                schema.ensure_partitions(conn, datetime.now(schema.UTC), settings.raw_retention_days)
             return version
 
-        version = self._run(apply, migrate=False)
-        self._migrated = True
-        return version
+        return self._run(apply)
 
     # -- writes ------------------------------------------------------------------------------
     def store(self, readings: Sequence[Reading]) -> StoreResult:
@@ -470,22 +654,34 @@ class ReadingStore:
         return self._run(insert)
 
     # -- access tokens -----------------------------------------------------------------------
-    def save_token(self, token_hash: str, name: str, devices: Sequence[str], is_admin: bool) -> None:
-        self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO api_token (token_hash, name, devices, is_admin) VALUES (%s, %s, %s, %s)",
-                (token_hash, name, list(devices), is_admin),
-            )
-        )
-
-    def find_token(self, token_hash: str) -> tuple[str, list[str], bool] | None:
-        """(name, devices, is_admin) of an active token, or None."""
+    # Issued and revoked by the tokens command as the owner (the writer has no rights on credentials);
+    # looked up by every function as the reader.
+    def save_token(self, token_hash: str, name: str, kind: str, devices: Sequence[str]) -> int:
+        """Store a credential's hash; returns its id."""
         return self._run(
             lambda conn: conn.execute(
-                "SELECT name, devices, is_admin FROM api_token WHERE token_hash = %s AND revoked_at IS NULL",
-                (token_hash,),
-            ).fetchone()
+                "INSERT INTO api_token (token_hash, name, kind, devices) VALUES (%s, %s, %s, %s) RETURNING id",
+                (token_hash, name, kind, list(devices)),
+            ).fetchone()[0]
         )
+
+    def find_token(self, token_hash: str) -> TokenRecord | None:
+        """The active credential with this hash, or None."""
+        return self._find_token("token_hash = %s", token_hash)
+
+    def find_token_by_id(self, token_id: int) -> TokenRecord | None:
+        """The active credential with this id, or None."""
+        return self._find_token("id = %s", token_id)
+
+    def _find_token(self, condition: str, value: object) -> TokenRecord | None:
+        row = self._run(
+            lambda conn: conn.execute(
+                f"SELECT id, name, kind, devices FROM api_token WHERE {condition} AND revoked_at IS NULL",
+                (value,),
+            ).fetchone(),
+            READER,
+        )
+        return None if row is None else TokenRecord(row[0], row[1], row[2], tuple(row[3]))
 
     def revoke_tokens(self, name: str) -> int:
         return self._run(
@@ -497,20 +693,17 @@ class ReadingStore:
         )
 
     def list_tokens(self) -> list[tuple]:
-        """(name, devices, is_admin, created_at, revoked_at), oldest first; hashes are not shown."""
+        """(name, kind, devices, created_at, revoked_at), oldest first; hashes are not shown."""
         return self._run(
             lambda conn: conn.execute(
-                "SELECT name, devices, is_admin, created_at, revoked_at FROM api_token ORDER BY created_at"
+                "SELECT name, kind, devices, created_at, revoked_at FROM api_token ORDER BY created_at, id"
             ).fetchall()
         )
 
     def delete_all(self) -> None:
-        rollups = ", ".join(table for table, _ in ROLLUPS)
-        self._run(
-            lambda conn: conn.execute(
-                f"TRUNCATE reading, {rollups}, reading_count, latest_reading, device, rejected_message"
-            )
-        )
+        """Empty every data table (not the credentials), as the writer."""
+        tables = ", ".join(schema.DATA_TABLES)
+        self._run(lambda conn: conn.execute(f"TRUNCATE {tables}"), WRITER)
 
     # -- reads -------------------------------------------------------------------------------
     def latest(self, device_id: str | None = None) -> list[LatestValue]:
@@ -522,7 +715,8 @@ class ReadingStore:
             params = (device_id,)
         sql += " ORDER BY device_id, metric_type"
         return self._run(
-            lambda conn: [LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(sql, params)]
+            lambda conn: [LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(sql, params)],
+            READER,
         )
 
     def history_page(
@@ -552,10 +746,12 @@ class ReadingStore:
             "limit": limit,
         }
         if metric_type is not None:
-            return self._run(lambda conn: conn.execute(_HISTORY_ONE_METRIC, params).fetchall())
+            return self._run(lambda conn: conn.execute(_HISTORY_ONE_METRIC, params).fetchall(), READER)
         params["limit"] = limit + _TIE
         params.update({f"metric_{i}": metric for i, metric in enumerate(MetricType.names())})
-        rows = self._run(lambda conn: conn.execute(_history_all_metrics(after_metric), params).fetchall())
+        rows = self._run(
+            lambda conn: conn.execute(_history_all_metrics(after_metric), params).fetchall(), READER
+        )
         rows.sort(key=lambda row: (row[2], -_METRIC_RANK[row[0]]), reverse=True)
         return rows[:limit]
 
@@ -605,39 +801,55 @@ class ReadingStore:
                     f"tz {zone!r} is not known to the database; use another zone name"
                 ) from error
 
-        return self._run(query)
+        return self._run(query, READER)
 
-    def devices_page(self, after: str | None, prefix: str, limit: int) -> list[tuple[str, str]]:
+    def devices_page(
+        self, after: str | None, prefix: str, limit: int, scope: Sequence[str] | None = None
+    ) -> list[tuple[str, str]]:
         """(device_id, the device's JSON object) of up to ``limit`` devices after ``after`` in
-        device-id (byte) order whose ids start with ``prefix``; not the deploy command's smoke device."""
-        params = {
-            "after": after or "",
-            # Ids are ASCII (readings.parse_device_id), so every id that starts with the prefix sorts
-            # below prefix + DEL: the range is a walk of the primary key.
-            "low": prefix,
-            "high": prefix + "\x7f",
-            "prefix": prefix,
-            "smoke": SMOKE_DEVICE_ID,
-            "limit": limit,
-        }
-        return self._run(lambda conn: conn.execute(_DEVICES_PAGE, params).fetchall())
+        device-id (byte) order whose ids start with ``prefix`` and match one of the ``scope`` globs
+        (None: every device); not the deploy command's smoke device."""
+        params = {"after": after or "", "prefix": prefix, "smoke": SMOKE_DEVICE_ID, "limit": limit}
+        matcher = DeviceScope.of(scope)
+        if matcher is None:
+            params["low"], params["high"] = _prefix_range(prefix)
+            return self._run(lambda conn: conn.execute(_DEVICES_PAGE, params).fetchall(), READER)
+        page = matcher.select(params, prefix=prefix, after=True, limit=True)
+        if page is None:
+            return []
+        statement = f"WITH page AS ({page} ORDER BY device_id LIMIT %(limit)s)" + _SCOPED_DEVICES_JSON
+        return self._run(lambda conn: conn.execute(statement, params).fetchall(), READER)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self, scope: Sequence[str] | None = None) -> dict[str, int | None]:
         """Counts for the dashboard: devices, readings stored for today (UTC) and rejected messages.
         Each is an index walk or a handful of rows, whatever the number of readings: today's count
-        comes from the per-day counts kept with every batch. The smoke device is not counted."""
-        sql = """
-            SELECT (SELECT count(*) FROM device WHERE device_id <> %(smoke)s),
-                   (SELECT coalesce(sum(readings), 0) FROM reading_count
-                     WHERE day = (now() AT TIME ZONE 'UTC')::date),
-                   (SELECT count(*) FROM rejected_message)
-        """
-        params = {"smoke": SMOKE_DEVICE_ID}
-        devices, today, rejected = self._run(lambda conn: conn.execute(sql, params).fetchone())
-        return {"devices": devices, "readings_today": int(today), "rejected_messages": rejected}
+        comes from the per-day counts kept with every batch. The smoke device is not counted.
+
+        For a ``scope`` (device globs): its devices, and their readings today from today's rollup
+        rows; no rejected-message count, since a rejected message has no device to trust."""
+        matcher = DeviceScope.of(scope)
+        if matcher is None:
+            sql = """
+                SELECT (SELECT count(*) FROM device WHERE device_id <> %(smoke)s),
+                       (SELECT coalesce(sum(readings), 0) FROM reading_count
+                         WHERE day = (now() AT TIME ZONE 'UTC')::date),
+                       (SELECT count(*) FROM rejected_message)
+            """
+            params: dict = {"smoke": SMOKE_DEVICE_ID}
+            devices, today, rejected = self._run(lambda conn: conn.execute(sql, params).fetchone(), READER)
+            return {"devices": devices, "readings_today": int(today), "rejected_messages": rejected}
+        params = {"smoke": SMOKE_DEVICE_ID, "metrics": MetricType.names()}
+        scoped = matcher.select(params)
+        if scoped is None:
+            return {"devices": 0, "readings_today": 0, "rejected_messages": None}
+        statement = f"WITH scoped AS MATERIALIZED ({scoped})" + _SCOPED_STATS.format(table=ROLLUPS[-1][0])
+        devices, today = self._run(lambda conn: conn.execute(statement, params).fetchone(), READER)
+        return {"devices": devices, "readings_today": int(today), "rejected_messages": None}
 
     def rejected_count(self) -> int:
-        return self._run(lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0])
+        return self._run(
+            lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0], READER
+        )
 
     def ping(self) -> None:
-        self._run(lambda conn: conn.execute("SELECT 1"), migrate=False)
+        self._run(lambda conn: conn.execute("SELECT 1"), READER)

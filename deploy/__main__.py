@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.errors import ApiError
+from common.schema import RoleError
+
 from .aliases import DEFAULT_ALIAS
 from .fgclient import DeployError
 from .fgdeploy import DEFAULT_KEEP_VERSIONS, Options, deploy
@@ -69,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         help="upload code, publish versions, smoke-test them, then move the alias of every function",
         description="Each new version gets the async invocation config (retries, max event age, "
         "destinations) of the function's latest, when latest has one; if that fails, no alias moves. "
-        f"Smoke tests post a reading of the reserved smoke device (with auth on, ingest's needs "
-        f"{SMOKE_TOKEN_ENV}: a token for that device, or an admin token) and run one maintenance pass.",
+        f"Smoke tests post a reading of the reserved smoke device and read it back, ask the authorizer "
+        f"about a credential nobody has (denied) and the smoke credential (allowed), and run one "
+        f"maintenance pass. With auth on, sending, reading and the allowed check need {SMOKE_TOKEN_ENV}: a "
+        f"token for that device, or an admin token.",
     )
     push.add_argument("--dist", type=Path, default=DEFAULT_DIST)
     push.add_argument("--functions", help="comma-separated (default: all in dist/manifest.json)")
@@ -176,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
         )
         return 0 if deploy(options).ok else 1
-    except (DeployError, PackageError) as error:
+    except (DeployError, PackageError, RoleError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ApiError as error:  # the database is down, or not migrated
+        print(f"error: {error.message}", file=sys.stderr)
         return 2
 
 

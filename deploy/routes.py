@@ -2,7 +2,8 @@
 
 The routers in ``functions/*/index.py`` are the single source; ``infra/terraform/apig.tf`` keeps the
 same table in ``local.routes`` and ``tests/test_terraform.py`` fails when they differ, printing the
-block below so it can be pasted in.
+block below so it can be pasted in. A route's ``public`` flag decides whether its API asks APIG's
+custom authorizer for a credential first: every route that is not public does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class RouteSpec:
     method: str
     path: str
     params: tuple[str, ...] = ()
+    public: bool = False
 
 
 def app_routes() -> list[RouteSpec]:
@@ -26,7 +28,7 @@ def app_routes() -> list[RouteSpec]:
     for name in function_names():
         app = getattr(load_function(name), "app", None)
         for route in getattr(app, "routes", []):
-            routes.append(RouteSpec(name, route.method, route.path, tuple(route.params)))
+            routes.append(RouteSpec(name, route.method, route.path, tuple(route.params), route.public))
     return sorted(routes)
 
 
@@ -34,6 +36,9 @@ def terraform_block(routes: list[RouteSpec]) -> str:
     """The ``routes = [...]`` entry of apig.tf's locals, as ``terraform fmt`` leaves it."""
     lines = ["  routes = ["]
     for r in routes:
-        lines.append(f'    {{ function = "{r.function}", method = "{r.method}", path = "{r.path}" }},')
+        public = "true" if r.public else "false"
+        lines.append(
+            f'    {{ function = "{r.function}", method = "{r.method}", path = "{r.path}", public = {public} }},'
+        )
     lines.append("  ]")
     return "\n".join(lines)

@@ -4,13 +4,20 @@ Each function gets the events its trigger sends, and each one travels the functi
 
 * consumer: a DMS-for-Kafka event (``common.dms.build_event``) with one reading of the reserved smoke
   device (``common.readings.SMOKE_DEVICE_ID``), which must be reported stored (or already stored);
+* authorizer: the event APIG's frontend custom authorizer sends (docs/functiongraph.md, section 8)
+  with a well-formed credential nobody was ever given, which must be denied (this looks it up in
+  PostgreSQL, as the reader), and with ``IOT_SMOKE_TOKEN``, which must be allowed with a signed
+  credential id. An authorizer that allows everything with no context is one whose AUTH_ENABLED is
+  off: then no API uses it (infra/terraform/apig.tf), and the report says so;
 * ingest: an APIG event posting one reading of the smoke device, which must be queued: "200" means
   Kafka acknowledged it. With auth on (the cloud default) that needs a token that may send for the
   smoke device (``IOT_SMOKE_TOKEN``: a device token for it, or an admin token). Without one, ingest
   refuses with 401 before Kafka, which proves the code loads and routes; Kafka itself is still
   proved reachable from the same subnet with the same dependency by the query function's ``/ready``;
 * query: ``/health``, ``/ready`` (PostgreSQL, Redis and Kafka reached) and the smoke device's
-  ``/latest`` (the read path through Redis or PostgreSQL);
+  ``/latest`` (the read path through Redis or PostgreSQL). Both need a credential with auth on, so
+  they send ``IOT_SMOKE_TOKEN`` the way a client does; without it they can only be refused (401), which
+  proves the code loads and routes but not what it reaches, and the report says so;
 * dashboard: the page;
 * maintenance: the event its TIMER trigger sends, so one real maintenance pass runs, which must report
   what it did, or that it skipped because another pass held the lock. A pass is idempotent and is what
@@ -25,10 +32,13 @@ hidden reading per deploy; a side-effect free ingest check could not tell whethe
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from common.auth import TOKEN_PREFIX
 from common.dms import build_event
 from common.readings import SMOKE_DEVICE_ID, Reading, encode_message
 
@@ -37,8 +47,13 @@ SMOKE_METRIC = "voltage"
 SMOKE_VALUE = 230.0
 SMOKE_TOPIC = "deploy-smoke"  # what the smoke event names as its topic; the consumer only records it
 SMOKE_TIMER = "deploy-smoke"  # the trigger name the maintenance smoke event carries
-# The consumer's reading is stored first, so the query's /latest finds it in the same run.
-SMOKE_ORDER = ("consumer", "ingest", "query", "dashboard", "maintenance")
+# The consumer's reading is stored first, so the query's /latest finds it in the same run; the
+# authorizer before the functions it guards.
+SMOKE_ORDER = ("consumer", "authorizer", "ingest", "query", "dashboard", "maintenance")
+# What an allowing authorizer hands the backend: the credential's id (decimal) and its HMAC-SHA256
+# signature (hex), the keys APIG maps to the X-Iot-Credential headers (docs/functiongraph.md, section 8).
+_CREDENTIAL_ID = re.compile(r"[0-9]{1,20}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 # What a maintenance pass reports (common/maintenance.py).
 MAINTENANCE_COUNTS = ("partitions_created", "partitions_dropped", "rollup_days_backfilled")
 
@@ -123,11 +138,32 @@ def expect_queued(with_token: bool) -> Callable[[object], Verdict]:
     return check
 
 
-def expect_smoke_latest(stored_in_this_run: bool) -> Callable[[object], Verdict]:
+def expect_read(with_token: bool) -> Callable[[object], Verdict]:
+    """A read route: 200, or, without a smoke token, the 401 of a service whose auth is on."""
+    answered = expect_status(200, 200)
+
+    def check(result: object) -> Verdict:
+        status, problem = apig_status(result)
+        if not problem and status == 401 and not with_token:
+            return Verdict(True, _unchecked_read())
+        return answered(result)
+
+    return check
+
+
+def _unchecked_read() -> str:
+    return (
+        f"status 401: auth is on and {SMOKE_TOKEN_ENV} is not set, so what this route reaches was not checked"
+    )
+
+
+def expect_smoke_latest(stored_in_this_run: bool, with_token: bool = True) -> Callable[[object], Verdict]:
     def check(result: object) -> Verdict:
         status, problem = apig_status(result)
         if problem:
             return Verdict(False, problem)
+        if status == 401 and not with_token:
+            return Verdict(True, _unchecked_read())
         body = _json_body(result)
         if status == 200 and isinstance(body, dict) and body.get("device_id") == SMOKE_DEVICE_ID:
             return Verdict(True, f"status 200, last updated {body.get('last_updated')}")
@@ -136,6 +172,68 @@ def expect_smoke_latest(stored_in_this_run: bool) -> Callable[[object], Verdict]
         return Verdict(False, f"status {status}: {str(result.get('body'))[:200]}")
 
     return check
+
+
+def authorizer_event(token: str) -> dict:
+    """What APIG sends a frontend custom authorizer for a request carrying ``token``: the request's
+    headers (lower-cased), its query parameters and the authorizer's user data, and nothing else the
+    documentation promises (docs/functiongraph.md, section 8)."""
+    return {
+        "headers": {"authorization": f"Bearer {token}", "user-agent": "iot-deploy-smoke"},
+        "queryStringParameters": {},
+        "user_data": "",
+    }
+
+
+def unknown_credential() -> str:
+    """A credential of the right shape that was never issued (32 fresh random bytes, as new ones are)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def authorizer_answer(result: object) -> tuple[dict | None, str | None]:
+    """The decoded answer of an authorizer invocation, or why ``result`` is not one APIG accepts: a
+    statusCode of 200 and a body that is a JSON string of an object with "status" allow or deny (any
+    other statusCode makes APIG answer with an error of its own)."""
+    if not isinstance(result, dict) or not isinstance(result.get("body"), str):
+        return None, f"not an authorizer answer: {json.dumps(result, default=str)[:200]}"
+    if result.get("statusCode") != 200:
+        return None, f"statusCode {result.get('statusCode')}: {result['body'][:200]}"
+    body = _json_body(result)
+    if not isinstance(body, dict) or body.get("status") not in ("allow", "deny"):
+        return None, f'the body is not {{"status": "allow" | "deny", ...}}: {result["body"][:200]}'
+    context = body.get("context", {})
+    if not isinstance(context, dict) or not all(isinstance(v, str) for v in context.values()):
+        return None, f"the context is not a map of strings: {result['body'][:200]}"
+    return body, None
+
+
+def expect_denied(result: object) -> Verdict:
+    body, problem = authorizer_answer(result)
+    if problem:
+        return Verdict(False, problem)
+    if body["status"] == "deny":
+        return Verdict(True, "denied")
+    if not body.get("context"):
+        return Verdict(
+            True, "allowed without a credential id: AUTH_ENABLED is off, and no API uses the authorizer"
+        )
+    return Verdict(False, f"an unknown credential was allowed: {result['body'][:200]}")
+
+
+def expect_allowed(result: object) -> Verdict:
+    body, problem = authorizer_answer(result)
+    if problem:
+        return Verdict(False, problem)
+    if body["status"] != "allow":
+        return Verdict(False, f"{SMOKE_TOKEN_ENV} was denied: revoked, or made for another stack's database?")
+    context = body.get("context", {})
+    if not context:
+        return Verdict(True, "allowed without a credential id: AUTH_ENABLED is off")
+    if not (
+        _CREDENTIAL_ID.fullmatch(context.get("cid", "")) and _SIGNATURE.fullmatch(context.get("sig", ""))
+    ):
+        return Verdict(False, f"allowed, but the context is not a credential id and its signature: {context}")
+    return Verdict(True, f"allowed as credential {context['cid']}, signed")
 
 
 def expect_stored(result: object) -> Verdict:
@@ -187,6 +285,25 @@ def smokes_for(function: str, now: datetime, token: str = "", consumer_stored: b
         message = encode_message([smoke_reading(now).to_json()])
         event = build_event({SMOKE_TOPIC: [message]}, instance_id="deploy-smoke", region="")
         return [Smoke("Kafka batch with one smoke reading", event, expect_stored, "the reading stored")]
+    if function == "authorizer":
+        smokes = [
+            Smoke(
+                "a well-formed unknown credential",
+                authorizer_event(unknown_credential()),
+                expect_denied,
+                "deny",
+            )
+        ]
+        if token:
+            smokes.append(
+                Smoke(
+                    f"the credential in {SMOKE_TOKEN_ENV}",
+                    authorizer_event(token),
+                    expect_allowed,
+                    "allow, signed",
+                )
+            )
+        return smokes
     if function == "ingest":
         body = json.dumps({"device_id": SMOKE_DEVICE_ID, "metric_type": SMOKE_METRIC, "value": SMOKE_VALUE})
         headers = {"content-type": "application/json"}
@@ -198,18 +315,19 @@ def smokes_for(function: str, now: datetime, token: str = "", consumer_stored: b
         ]
     if function == "query":
         latest = f"/api/device/{SMOKE_DEVICE_ID}/latest"
+        credential = {"authorization": f"Bearer {token}"} if token else {}
         return [
             Smoke("GET /health", apig_event("GET", "/health"), expect_status(200, 200), "200"),
             Smoke(
                 "GET /ready",
-                apig_event("GET", "/ready"),
-                expect_status(200, 200),
+                apig_event("GET", "/ready", headers=credential),
+                expect_read(bool(token)),
                 "200: PostgreSQL, Redis, Kafka",
             ),
             Smoke(
                 f"GET {latest}",
-                apig_event("GET", latest, device_id=SMOKE_DEVICE_ID),
-                expect_smoke_latest(consumer_stored),
+                apig_event("GET", latest, headers=credential, device_id=SMOKE_DEVICE_ID),
+                expect_smoke_latest(consumer_stored, bool(token)),
                 "200 with the smoke device",
             ),
         ]

@@ -621,6 +621,9 @@ def ensure_built(servers: Servers, shape: Shape, rebuild: bool) -> tuple[Setting
     built = load_build(home)
     if built is not None and not rebuild and built["shape"] == asdict(shape):
         settings = servers.start()
+        store = ReadingStore(settings)
+        store.migrate()  # a kept database gets the current schema and the reader and writer roles
+        store.close()
         return settings, built, False
     if built is not None and built["shape"] != asdict(shape) and not rebuild:
         print("# the kept database has another shape: building again", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""One-shot set-up for `docker compose`: create the readings topic, migrate the schema, exit 0.
+"""One-shot set-up for `docker compose`: create the readings topic, migrate the schema (creating the
+reader and writer roles the shim connects as, with their passwords), exit 0.
 
 The trigger loop and the shim start only after this has succeeded (depends_on
 service_completed_successfully), so the consumer group never subscribes to a topic that does not

@@ -57,9 +57,15 @@ EXTERNAL_VARIABLES = {"postgres": "DB_HOST", "redis": "REDIS_HOST", "kafka": "KA
 # The database, role and password that EmbeddedPostgres.env() tells clients to use.
 PG_DATABASE = "iot"
 PG_USER = "iot"
-# The password is random per data folder (base_dir/password, mode 0600): nothing secret lives in the
-# repository, and the server listens on loopback only.
+# The read-only and the writing role the service's other processes use; the schema's migration creates
+# them (PG_USER may create roles, as an RDS account with CREATEROLE may) with these passwords.
+PG_READER_USER = "iot_reader"
+PG_WRITER_USER = "iot_writer"
+# Each password is random per data folder (base_dir/password..., mode 0600): nothing secret lives in
+# the repository, and the server listens on loopback only.
 PASSWORD_FILE = "password"
+READER_PASSWORD_FILE = "reader-password"
+WRITER_PASSWORD_FILE = "writer-password"
 # Superuser made by initdb. It can log in only over the server's Unix socket.
 PG_SUPERUSER = "postgres"
 # The OS user that runs PostgreSQL when we are root, because postgres will not run as root.
@@ -373,8 +379,9 @@ class EmbeddedPostgres(_Server):
     is really checked. Local (Unix socket) connections use trust, but the socket is mode 0700,
     so only the server's OS user and root can use it. The server starts with PostgreSQL's
     durability settings (fsync stays on), shared_buffers=256MB and max_connections=200.
-    Every start makes sure role ``iot`` (LOGIN, not superuser, with the random password kept in
-    ``base_dir/password``) and database ``iot``, which it owns, exist.
+    Every start makes sure role ``iot`` (LOGIN and CREATEROLE, not superuser, with the random password
+    kept in ``base_dir/password``) and database ``iot``, which it owns, exist. ``env()`` also names the
+    reader and writer roles, with passwords of their own; the schema's migration creates them.
 
     The ``postgres`` binary runs directly as our child rather than through ``pg_ctl start``,
     which would detach it. So the parent-death signal works, and SIGINT (PostgreSQL's fast
@@ -395,7 +402,10 @@ class EmbeddedPostgres(_Server):
     @property
     def password(self) -> str:
         """The application role's password, made on first use and kept beside the data."""
-        path = self.base_dir / PASSWORD_FILE
+        return self._secret(PASSWORD_FILE)
+
+    def _secret(self, name: str) -> str:
+        path = self.base_dir / name
         if not path.exists():
             self.base_dir.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -410,6 +420,10 @@ class EmbeddedPostgres(_Server):
             "DB_NAME": PG_DATABASE,
             "DB_USER": PG_USER,
             "DB_PASSWORD": self.password,
+            "DB_READER_USER": PG_READER_USER,
+            "DB_READER_PASSWORD": self._secret(READER_PASSWORD_FILE),
+            "DB_WRITER_USER": PG_WRITER_USER,
+            "DB_WRITER_PASSWORD": self._secret(WRITER_PASSWORD_FILE),
         }
 
     def _prepare(self) -> None:
@@ -532,14 +546,14 @@ class EmbeddedPostgres(_Server):
     def _ensure_app_database(conn: Any, password: str) -> None:
         """Create the application role and database if they are missing; safe to run on every start.
 
-        The password is set every time, so a data folder from before the password file is in step.
+        The password and CREATEROLE are set every time, so an older data folder is in step.
         """
         from psycopg import sql
 
         role, database = sql.Identifier(PG_USER), sql.Identifier(PG_DATABASE)
         if conn.execute("select 1 from pg_roles where rolname = %s", (PG_USER,)).fetchone() is None:
             conn.execute(sql.SQL("create role {} login").format(role))
-        conn.execute(sql.SQL("alter role {} password {}").format(role, sql.Literal(password)))
+        conn.execute(sql.SQL("alter role {} createrole password {}").format(role, sql.Literal(password)))
         if conn.execute("select 1 from pg_database where datname = %s", (PG_DATABASE,)).fetchone() is None:
             conn.execute(sql.SQL("create database {} owner {}").format(database, role))
 

@@ -5,6 +5,10 @@
 Each of PostgreSQL, Redis and Kafka is used from the environment when its variable is set
 (DB_HOST, REDIS_HOST, KAFKA_BOOTSTRAP_SERVERS) and otherwise started embedded, on loopback, as a
 child process. Ctrl-C stops every child this runner started.
+
+The runner migrates the schema (creating the reader and writer roles) before anything starts. As in
+the cloud, the shim's functions (ingest, query, the authorizer) get the reader's and writer's accounts
+but not the owner's; the trigger loops and the maintenance timer get the owner's.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from pathlib import Path
 from typing import IO
 
 from common.producer import client_security
-from common.settings import Settings
+from common.settings import FUNCTION_SETTINGS, Settings
 from common.store import ReadingStore
+from functions import HTTP_FUNCTIONS
 
 from .embedded import (
     EXTERNAL_VARIABLES,
@@ -53,6 +58,24 @@ STOP_GRACE_SECONDS = 10
 
 class StackError(RuntimeError):
     """The stack cannot start or stopped unexpectedly; the message says what to do."""
+
+
+# The functions the shim runs in one process: APIG's HTTP functions and their authorizer.
+SHIM_FUNCTIONS = (*HTTP_FUNCTIONS, "authorizer")
+_OWNER_ACCOUNT = ("DB_USER", "DB_PASSWORD")
+
+
+def function_env(env: dict[str, str], functions: tuple[str, ...] = SHIM_FUNCTIONS) -> dict[str, str]:
+    """``env`` without the service settings none of ``functions`` is given in the cloud
+    (common.settings.FUNCTION_SETTINGS): the shim holds no owner password, as no HTTP function does.
+    The owner's account stays where a reader or writer without a user of its own falls back to it (a
+    development database with one account). Settings no function reads (the local runner's own) stay."""
+    given = frozenset().union(*(FUNCTION_SETTINGS.get(name, frozenset()) for name in functions))
+    everywhere = frozenset().union(*FUNCTION_SETTINGS.values())
+    keep = set(given)
+    if not (env.get("DB_READER_USER") and env.get("DB_WRITER_USER")):
+        keep.update(_OWNER_ACCOUNT)
+    return {name: value for name, value in env.items() if name in keep or name not in everywhere}
 
 
 class Stack:
@@ -97,14 +120,14 @@ class Stack:
         )
         return settings
 
-    def spawn(self, name: str, module: str, *args: str) -> None:
+    def spawn(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
         """Start ``python -m module`` as a child in a session of its own: a Ctrl-C in the terminal
         reaches only this runner, which then stops the children in order. Each child still dies with
         the runner if the runner is killed."""
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=ROOT,
-            env=self.env,
+            env=self.env if env is None else env,
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
@@ -113,7 +136,15 @@ class Stack:
     def start_service(self, loops: int) -> None:
         """The shim and ``loops`` trigger loops; returns once the shim answers and every loop has
         joined the consumer group, so readings accepted from then on are being consumed."""
-        self.spawn("shim", "local.shim", "--port", str(self.port), "--workers", str(self.workers))
+        self.spawn(
+            "shim",
+            "local.shim",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            env=function_env(self.env),
+        )
         joined = [self.data_dir / f"trigger-{n}.ready" for n in range(loops)]
         for n, ready in enumerate(joined):
             ready.unlink(missing_ok=True)

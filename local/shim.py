@@ -7,6 +7,7 @@ what APIG would route, and each function's initializer runs once, as FunctionGra
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import threading
@@ -17,8 +18,9 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from common import runtime
-from common.apig import build_event, error_response, response_body
-from common.errors import MethodNotAllowed, NotFound
+from common.apig import build_event, cors_headers, error_response, response_body
+from common.auth import CONTEXT_HEADERS, CONTEXT_PARAMETERS, authorizer_event
+from common.errors import MethodNotAllowed, NotFound, Unauthorized
 from functions import HTTP_FUNCTIONS, load_function
 
 from .context import LocalContext
@@ -29,6 +31,8 @@ from .group_commit import GroupCommitProducer
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# Headers only the gateway may set (the authorizer's context): a client's copies are dropped.
+_GATEWAY_ONLY = frozenset("HTTP_" + header.upper().replace("-", "_") for header in CONTEXT_HEADERS)
 
 
 def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
@@ -37,6 +41,9 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
         module = load_function(name)
         module.initializer(LocalContext(name))
         functions.append((name, module))
+    # APIG's custom authorizer, run before any other function as the gateway runs it.
+    authorizer = load_function("authorizer")
+    authorizer.initializer(LocalContext("authorizer"))
     # Unlike a FunctionGraph instance, a shim worker serves requests on several threads at once, so
     # concurrent ingest requests can share Kafka messages.
     shared = runtime.current()
@@ -52,17 +59,18 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
         message = "Request body is too large" if error.code == 413 else (error.description or error.name)
         return _http_response(error_response(error.code or 400, message).to_apig())
 
-    def owner(method: str, path: str) -> tuple[str, ModuleType, dict[str, str]] | None:
-        """The function whose router has this path, and the path's parameters. A router that has the
-        path but not the method owns it too: its handler answers the 405 (or the CORS preflight)."""
+    def owner(method: str, path: str) -> tuple[str, ModuleType, dict[str, str], bool] | None:
+        """The function whose router has this path, the path's parameters and whether the route is
+        public. A router that has the path but not the method owns it too: its handler answers the 405
+        (or the CORS preflight), and no credential is asked for that."""
         for name, module in functions:
             try:
-                _, params = module.app.match(method, path)
+                route, params = module.app.match(method, path)
             except MethodNotAllowed:
-                return name, module, {}
+                return name, module, {}, True
             except NotFound:
                 continue
-            return name, module, params
+            return name, module, params, route.public
         return None
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
@@ -73,7 +81,7 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
         if found is None:
             result = error_response(404, f"Not found: {method} {url_path}").to_apig()
         else:
-            name, module, path_params = found
+            name, module, path_params, public = found
             environ = request.environ
             event = build_event(
                 method,
@@ -83,11 +91,46 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
                 body=_body(environ),
                 path_params=path_params,
             )
-            context = LocalContext(name, request_id=event["requestContext"]["requestId"])
-            result = module.handler(event, context)
+            refusal = None if public else _authorize(authorizer, event)
+            if refusal is not None:
+                result = refusal
+            else:
+                context = LocalContext(name, request_id=event["requestContext"]["requestId"])
+                result = module.handler(event, context)
         return _http_response(result)
 
     return app
+
+
+def _authorize(authorizer: ModuleType, event: dict) -> dict | None:
+    """What APIG does for an API with a custom authorizer: call it with the request's identity; on
+    deny answer 401 without running the backend; on allow hand the backend the answer's context as
+    the headers the APIs' backend parameters declare. Returns the refusal, or None (event updated)."""
+    if not runtime.current().settings.auth_enabled:
+        return None
+    answer = authorizer.handler(authorizer_event(event), LocalContext("authorizer"))
+    if answer.get("statusCode") != 200:
+        return error_response(500, "The authorizer failed; try again shortly").to_apig()
+    decision = json.loads(answer["body"])
+    if decision.get("status") != "allow":
+        refusal = error_response(
+            401, "Missing, invalid or revoked credential; send 'Authorization: Bearer <key>'"
+        )
+        refusal.headers.update(Unauthorized("").headers)
+        refusal.headers.update(_cors(event))
+        return refusal.to_apig()
+    context = decision.get("context") or {}
+    for key, header in CONTEXT_PARAMETERS.items():
+        if key in context:
+            event["headers"][header] = str(context[key])
+    return None
+
+
+def _cors(event: dict) -> dict[str, str]:
+    """CORS headers on the shim's own refusals, so a dashboard on another origin can read a 401."""
+    settings = runtime.current().settings
+    any_origin = not settings.auth_enabled and not settings.origins
+    return cors_headers(event["headers"].get("origin"), settings.origins, any_origin=any_origin)
 
 
 def _http_response(result: dict) -> Response:
@@ -110,7 +153,9 @@ def _headers(environ: dict) -> dict[str, str]:
     Flask's header view builds the same pairs through a case-insensitive multi-dict, and that, with the
     body read through Flask's stream, was a sizeable part of a single reading's CPU."""
     headers = {
-        key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_") and key not in _GATEWAY_ONLY
     }
     for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
         if environ.get(key):

@@ -2,6 +2,8 @@
 
     python -m local.tokens register sensor-001                       # a device token
     python -m local.tokens register gateway-7 --device s1 --device s2  # a gateway token
+    python -m local.tokens read ops-team                             # a read key for every device
+    python -m local.tokens read site-a --device 'site-a-*'           # a read key for some devices
     python -m local.tokens admin ops                                 # an admin token (delete-all)
     python -m local.tokens list
     python -m local.tokens revoke sensor-001
@@ -43,6 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     register = commands.add_parser("register", help="create a device (or gateway) token and print it")
     register.add_argument("name", help="the device id (or a gateway's name with --device)")
     register.add_argument("--device", action="append", default=[], help="a device the token may send for")
+    read = commands.add_parser("read", help="create a read key and print it (reads only, never sends)")
+    read.add_argument("name", help="who or what the key is for")
+    read.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="devices the key may read: * matches any run of characters, ? one (default: every device)",
+    )
     admin = commands.add_parser("admin", help="create an admin token and print it")
     admin.add_argument("name")
     revoke = commands.add_parser("revoke", help="revoke every active token of this name")
@@ -60,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             devices = ", ".join(args.device) if args.device else args.name
             print(f"Token for {args.name} (devices: {devices}). Shown once, keep it safe:", file=sys.stderr)
             print(token)
+        elif args.command == "read":
+            token = registry.register_reader(args.name, args.device)
+            devices = ", ".join(args.device) if args.device else "every device"
+            print(f"Read key {args.name} (devices: {devices}). Shown once, keep it safe:", file=sys.stderr)
+            print(token)
         elif args.command == "admin":
             token = registry.register(args.name, is_admin=True)
             print(f"Admin token {args.name}. Shown once, keep it safe:", file=sys.stderr)
@@ -69,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Revoked {count} token(s) named {args.name}")
             return 0 if count else 1
         else:
-            for name, devices, is_admin, created, revoked in store.list_tokens():
-                role = "admin" if is_admin else "devices: " + ",".join(devices)
+            for name, kind, devices, created, revoked in store.list_tokens():
+                if kind == "admin":
+                    role = "admin"
+                elif kind == "read":
+                    role = "read: " + (",".join(devices) or "every device")
+                else:
+                    role = "devices: " + ",".join(devices)
                 state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
                 print(f"{name:<24} {role:<40} created {created:%Y-%m-%d %H:%M}  {state}")
     except ApiError as error:

@@ -9,8 +9,10 @@ The object keys mirror the dashboard function's routes, so the same files work i
     device.html     the device page, opened as /device.html?id=<device id>
     static/<name>   every other file of functions/dashboard/static/ (the pages load /static/<name>)
 
-With --api-base, the copy of config.js points at that API (e.g. the APIG group's URL); without it,
-config.js is copied unchanged (apiBase "" = the page's own origin).
+With --api-base, the copy of config.js points at that API (e.g. the APIG group's URL), and the pages'
+Content-Security-Policy meta lets them call its origin (connect-src 'self' <origin>); without it,
+config.js and the pages are copied unchanged (apiBase "" = the page's own origin). A static website
+cannot send headers, so that meta is the policy there (docs/dashboard.md, "Security headers").
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python scripts/dashboard_site.py`: common/ is beside scripts/
+    sys.path.insert(0, str(ROOT))
+
+from common.static_site import InvalidApiBase, api_origin, with_api_origin  # noqa: E402
+
 STATIC = ROOT / "functions" / "dashboard" / "static"
 PAGES = ("index.html", "device.html")
 CONFIG = "config.js"
@@ -67,6 +74,12 @@ def with_api_base(config_text: str, api_base: str) -> str:
 
 def build(out_dir: Path, api_base: str | None = None) -> list[str]:
     """Write the layout into ``out_dir`` (created; files already there are replaced). Returns the keys."""
+    origin = None
+    if api_base:
+        try:
+            origin = api_origin(api_base)
+        except InvalidApiBase as error:
+            raise ValueError(str(error)) from None
     keys = []
     for path in source_files():
         key = object_key(path.name)
@@ -74,6 +87,8 @@ def build(out_dir: Path, api_base: str | None = None) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.name == CONFIG and api_base:
             target.write_text(with_api_base(path.read_text(encoding="utf-8"), api_base), encoding="utf-8")
+        elif path.name in PAGES and origin:
+            target.write_text(with_api_origin(path.read_text(encoding="utf-8"), origin), encoding="utf-8")
         else:
             shutil.copyfile(path, target)
         keys.append(key)

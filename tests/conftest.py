@@ -26,7 +26,9 @@ import pytest
 from common import runtime as runtime_module
 from common.runtime import Runtime
 from common.settings import Settings
+from common.store import ReadingStore
 from local.embedded import free_port
+from local.run import function_env
 from local.topics import create_topics
 
 from . import servers
@@ -37,13 +39,26 @@ ROOT = Path(__file__).resolve().parent.parent
 RECENT_DAY = (datetime.now(timezone.utc) - timedelta(days=2)).date().isoformat()
 
 
+def migrate(env: dict[str, str]) -> None:
+    """Migrate the database ``env`` names (creating its reader and writer roles), as the consumer's
+    initializer and `make run` do: nothing migrates on a query's first use."""
+    store = ReadingStore(Settings.from_env(env))
+    try:
+        store.migrate()
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """Environment variables naming real servers, plus a topic and key prefix of this run's own."""
+    """Environment variables naming real servers (the database migrated, with its reader and writer
+    roles), plus a topic and key prefix of this run's own."""
     env = {name: value for name, value in os.environ.items() if name in Settings.names()}
     _plan, started, stop = servers.start_servers(os.environ, tmp_path_factory.mktemp("servers"))
     try:
         env.update(started)
+        env.update(servers.database_roles(env))
+        migrate(env)
         run_id = uuid.uuid4().hex[:8]
         env.update(
             KAFKA_TOPIC=f"readings-test-{run_id}",
@@ -100,7 +115,9 @@ def wait_for(check, timeout: float = 5.0, interval: float = 0.05):
 
 
 class LocalService:
-    """The shim and the trigger loop as real child processes, on the test servers."""
+    """The shim and the trigger loop as real child processes, on the test servers: the database is
+    migrated first, and the shim gets the reader's and writer's accounts, not the owner's (as `make
+    run` starts them)."""
 
     def __init__(
         self,
@@ -119,14 +136,24 @@ class LocalService:
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start_process(self, name: str, *args: str) -> None:
+    def start_process(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=self.env if env is None else env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def start(self) -> None:
-        self.start_process("shim", "local.shim", "--port", str(self.port), "--workers", "1", "--threads", "4")
+        migrate(self.env)
+        self.start_process(
+            "shim",
+            "local.shim",
+            *("--port", str(self.port), "--workers", "1", "--threads", "4"),
+            env=function_env(self.env),
+        )
         self.start_trigger_loop()
         wait_for(self._healthy, timeout=30, interval=0.2)
         self._wait_consuming()
@@ -135,7 +162,8 @@ class LocalService:
         self.start_process("trigger", "local.trigger_loop", "--group", self.group)
 
     def _wait_consuming(self) -> None:
-        """Send one reading and wait until it is stored: the trigger loop has joined its group."""
+        """Send one reading and wait until it is stored: the trigger loop has joined its group. The
+        warm-up headers (a credential, where auth is on) go with both requests."""
         device = self.warmup_device or f"warmup-{uuid.uuid4().hex[:8]}"
         body = json.dumps({"device_id": device, "metric_type": "power", "value": 0}).encode()
         request = urllib.request.Request(
@@ -148,7 +176,10 @@ class LocalService:
         def stored() -> bool:
             self._healthy()
             try:
-                urllib.request.urlopen(f"{self.url}/api/device/{device}/latest", timeout=2).close()
+                latest = urllib.request.Request(
+                    f"{self.url}/api/device/{device}/latest", headers=self.warmup_headers
+                )
+                urllib.request.urlopen(latest, timeout=2).close()
                 return True
             except OSError:
                 return False

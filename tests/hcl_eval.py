@@ -5,6 +5,8 @@ tests/test_kafka_security.py), as Terraform would compute it.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 
 
@@ -35,6 +37,10 @@ class Hcl:
         "values": lambda m: [m[k] for k in sorted(m)],
         "toset": lambda items: sorted(set(items)),
         "concat": lambda *lists: [item for each in lists for item in each],
+        "distinct": lambda items: [item for i, item in enumerate(items) if item not in items[:i]],
+        "join": lambda separator, items: separator.join(items),
+        "floor": math.floor,
+        "jsonencode": lambda value: _jsonencode(value),
         "merge": lambda *maps: {key: value for each in maps for key, value in each.items()},
         "trim": lambda s, chars: s.strip(chars),
         "replace": lambda s, old, new: (
@@ -118,6 +124,12 @@ def _as_text(value) -> str:
     return str(value)
 
 
+def _jsonencode(value) -> str:
+    """Terraform's jsonencode: compact, object keys in order, and <, > and & escaped as \\u003c ..."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text)
 
@@ -191,7 +203,8 @@ class _Parser:
         if self.i >= len(self.tokens):
             return None
         token = self.tokens[self.i]
-        return token if value is None or token[1] == value else None
+        # A string literal is never an operator or a keyword, whatever its text ("-", ",", "if").
+        return token if value is None or (token[1] == value and token[0] != "str") else None
 
     def take(self, value=None):
         token = self.peek(value)

@@ -42,6 +42,15 @@ KAFKA_CLUSTER_ID = "c3RJvNY5SXq2m0P6Yq1l4g"
 # What the servers are told to accept, whichever provider starts them; the password is made per run.
 PG_DATABASE = PG_USER = "iot"
 PG_PASSWORD = secrets.token_urlsafe(16)
+# The read-only and writing roles the service's functions connect as, with passwords made per run. The
+# schema's migration creates them: the containers' owner is a superuser, the embedded one (which names
+# roles of its own) may create roles.
+PG_ROLES = {
+    "DB_READER_USER": "iot_reader",
+    "DB_READER_PASSWORD": secrets.token_urlsafe(16),
+    "DB_WRITER_USER": "iot_writer",
+    "DB_WRITER_PASSWORD": secrets.token_urlsafe(16),
+}
 
 Stop = Callable[[], None]
 Started = tuple[dict[str, str], Stop]
@@ -100,7 +109,9 @@ def start_servers(environ: Mapping[str, str], base_dir: Path) -> tuple[dict[str,
     """Start the servers the environment does not name.
 
     Returns the chosen providers, the environment variables naming the started servers (to be
-    laid over ``environ``'s own), and a function that stops every started server.
+    laid over ``environ``'s own), and a function that stops every started server. A started
+    PostgreSQL comes with reader and writer roles to use; ``database_roles`` names them for one the
+    environment names.
     """
     plan = choose(environ, docker_engine_answers)
     starters = {"embedded": EMBEDDED, "containers": CONTAINERS}
@@ -128,6 +139,21 @@ def start_servers(environ: Mapping[str, str], base_dir: Path) -> tuple[dict[str,
         stop_all()
         raise
     return plan, env, stop_all
+
+
+def database_roles(environ: Mapping[str, str]) -> dict[str, str]:
+    """The reader and writer settings for a database: the environment's own where it names the role
+    (its password too, even when empty), else ``PG_ROLES``' (which the migration creates)."""
+    roles = {}
+    for user, password in (
+        ("DB_READER_USER", "DB_READER_PASSWORD"),
+        ("DB_WRITER_USER", "DB_WRITER_PASSWORD"),
+    ):
+        if environ.get(user):
+            roles.update({user: environ[user], password: environ.get(password, "")})
+        else:
+            roles.update({user: PG_ROLES[user], password: PG_ROLES[password]})
+    return roles
 
 
 # --------------------------------------------------------------------------- embedded
@@ -217,6 +243,7 @@ def _postgres_container(base_dir: Path) -> Started:
             "DB_NAME": PG_DATABASE,
             "DB_USER": PG_USER,
             "DB_PASSWORD": PG_PASSWORD,
+            **PG_ROLES,
         }
 
         def probe() -> None:

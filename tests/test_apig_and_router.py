@@ -3,6 +3,8 @@
 import base64
 import json
 
+import pytest
+
 from common.apig import ApigRequest, build_event, json_response, response_body
 from common.errors import NotFound
 from common.router import Router
@@ -95,8 +97,30 @@ def test_router_errors_are_json_with_status():
     response = app.resolve(build_event("GET", "/boom"))
     assert response["statusCode"] == 500
     assert "secret detail" not in response["body"]
-    response = app.resolve(build_event("OPTIONS", "/api/device/data"))
-    assert response["statusCode"] == 204 and response["headers"]["Access-Control-Allow-Origin"] == "*"
+
+
+def test_cors_allows_any_origin_only_while_auth_is_off():
+    from common import runtime
+    from common.settings import Settings, SettingsError
+
+    app = make_router()
+    preflight = build_event("OPTIONS", "/api/device/data", headers={"Origin": "https://a.example"})
+    try:
+        runtime.initialize(settings=Settings(auth_enabled=False))
+        response = app.resolve(preflight)
+        assert response["statusCode"] == 204 and response["headers"]["Access-Control-Allow-Origin"] == "*"
+        runtime.initialize(settings=Settings(auth_enabled=True, cors_origins="https://a.example/"))
+        response = app.resolve(preflight)
+        assert response["headers"]["Access-Control-Allow-Origin"] == "https://a.example"
+        assert "Authorization" in response["headers"]["Access-Control-Allow-Headers"]
+        other = build_event("OPTIONS", "/api/device/data", headers={"Origin": "https://b.example"})
+        assert "Access-Control-Allow-Origin" not in app.resolve(other)["headers"]
+        runtime.initialize(settings=Settings(auth_enabled=True))
+        assert "Access-Control-Allow-Origin" not in app.resolve(preflight)["headers"]
+    finally:
+        runtime.reset()
+    with pytest.raises(SettingsError, match="may not be"):
+        Settings(auth_enabled=True, cors_origins="*")
 
 
 def test_binary_responses_are_base64():

@@ -26,7 +26,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from common.settings import Settings
+from common.settings import FUNCTION_SETTINGS, SECRET_SETTINGS, Settings
+from local.run import SHIM_FUNCTIONS
 
 from . import servers
 
@@ -44,6 +45,15 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 INFRA = {"postgres", "redis", "kafka"}
 OURS = {"init", "shim", "trigger-loop", "maintenance"}  # the services built from our Dockerfile
+# The cloud functions each of our processes runs (init migrates as the consumer's initializer does).
+RUNS = {
+    "init": ("consumer",),
+    "shim": SHIM_FUNCTIONS,
+    "trigger-loop": ("consumer",),
+    "maintenance": ("maintenance",),
+}
+OWNER_ACCOUNT = {"DB_USER", "DB_PASSWORD"}
+ROLE_PASSWORDS = {"DB_READER_PASSWORD", "DB_WRITER_PASSWORD"}
 
 
 # --------------------------------------------------------------------------- reading the files
@@ -102,8 +112,12 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 RAW = yaml.safe_load(COMPOSE_FILE.read_text())
 USED: set[str] = set()
-# The one thing a person must choose: compose refuses to start without a database password.
-REQUIRED = {"DB_PASSWORD": "a-password-of-their-own"}
+# The things a person must choose: compose refuses to start without the database passwords.
+REQUIRED = {
+    "DB_PASSWORD": "a-password-of-their-own",
+    "DB_READER_PASSWORD": "another-for-the-reader",
+    "DB_WRITER_PASSWORD": "another-for-the-writer",
+}
 WITHOUT_ENV = interpolate(RAW, REQUIRED, USED)  # a fresh clone: no .env, the password exported
 WITH_EXAMPLE = interpolate(RAW, {**read_env_file(ENV_EXAMPLE), **REQUIRED})  # cp .env.example .env, then edit
 SERVICES = WITHOUT_ENV["services"]
@@ -177,8 +191,10 @@ def test_env_example_documents_every_variable_and_changes_nothing():
         "DB_PASSWORD": "",  # no password in the repository: the person chooses one
         "REDIS_HOST": "redis",
     }
-    with pytest.raises(MissingVariable, match="DB_PASSWORD: set DB_PASSWORD in .env"):
-        interpolate(RAW, read_env_file(ENV_EXAMPLE))
+    for name in REQUIRED:
+        chosen = {other: value for other, value in REQUIRED.items() if other != name}
+        with pytest.raises(MissingVariable, match=f"{name}: set {name} in .env"):
+            interpolate(RAW, {**read_env_file(ENV_EXAMPLE), **chosen})
     assert example["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert set(Settings.names()) <= set(example)
 
@@ -187,11 +203,20 @@ def test_a_docker_env_file_stays_out_of_the_image():
     assert ".env" in DOCKERIGNORE.read_text().split()
 
 
+def without_accounts(names) -> set[str]:
+    return set(names) - OWNER_ACCOUNT - ROLE_PASSWORDS
+
+
 @pytest.mark.parametrize("name", sorted(OURS))
 def test_each_process_of_ours_gets_every_setting_the_code_reads(name):
     env = environment(SERVICES[name])
-    missing = set(Settings.names()) - set(env)
+    # Every setting but the database accounts, which go only where they are used (next test).
+    missing = without_accounts(Settings.names()) - set(env)
     assert not missing, f"{name}: add {sorted(missing)} to x-app-environment and .env.example"
+    needed = set().union(
+        *(FUNCTION_SETTINGS[function] for function in RUNS[name] if function in FUNCTION_SETTINGS)
+    )
+    assert needed <= set(env), f"{name}: its functions read {sorted(needed - set(env))}"
     # Nothing set that no code reads.
     unread = set(env) - set(Settings.names()) - local_only_names()
     assert not unread, f"{name}: nothing reads {sorted(unread)}"
@@ -204,13 +229,36 @@ def test_each_process_of_ours_gets_every_setting_the_code_reads(name):
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert f"://{settings.kafka_bootstrap_servers}" in advertised
     postgres = environment(SERVICES["postgres"])
-    assert (settings.db_name, settings.db_user, settings.db_password) == (
-        postgres["POSTGRES_DB"],
-        postgres["POSTGRES_USER"],
-        postgres["POSTGRES_PASSWORD"],
-    )
+    assert settings.db_name == postgres["POSTGRES_DB"]
+    if OWNER_ACCOUNT <= set(env):
+        assert (settings.db_user, settings.db_password) == (
+            postgres["POSTGRES_USER"],
+            postgres["POSTGRES_PASSWORD"],
+        )
     # Secure by default, as the settings object itself: tokens on, delete-all off.
     assert settings.auth_enabled and not settings.demo_mode
+
+
+def test_the_database_accounts_go_only_where_they_are_used():
+    shim, init = environment(SERVICES["shim"]), environment(SERVICES["init"])
+    # The shim's functions read as the reader and write as the writer, never as the schema's owner.
+    assert not OWNER_ACCOUNT & set(shim)
+    settings = Settings.from_env(shim)
+    assert settings.db_reader_user == "iot_reader" and settings.db_writer_user == "iot_writer"
+    assert settings.db_reader_password == REQUIRED["DB_READER_PASSWORD"]
+    assert settings.db_writer_password == REQUIRED["DB_WRITER_PASSWORD"]
+    # The processes that migrate and store are the owner, and name the roles their migrations grant to.
+    for name in ("init", "trigger-loop", "maintenance"):
+        owner = Settings.from_env(environment(SERVICES[name]))
+        assert owner.db_user == "admin" and owner.db_password == REQUIRED["DB_PASSWORD"]
+        assert (owner.db_reader_user, owner.db_writer_user) == ("iot_reader", "iot_writer")
+    # Only init, whose migration creates the roles, holds their passwords besides the shim; the rest hold
+    # no secret their functions are not given in the cloud.
+    assert Settings.from_env(init).db_reader_password == REQUIRED["DB_READER_PASSWORD"]
+    for name in ("trigger-loop", "maintenance", "shim"):
+        given = set().union(*(FUNCTION_SETTINGS.get(function, frozenset()) for function in RUNS[name]))
+        held = {secret for secret in SECRET_SETTINGS if environment(SERVICES[name]).get(secret)}
+        assert held <= given, f"{name} holds {sorted(held - given)}"
 
 
 # --------------------------------------------------------------------------- health, order, restarts

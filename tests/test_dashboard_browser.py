@@ -3,7 +3,9 @@
 Readings go in through the API (shim -> Kafka -> trigger loop -> PostgreSQL + Redis); the pages are
 opened from the dashboard function (through the shim) and from a plain static file server laid out as
 the files are uploaded to OBS. The charts draw the API's buckets (`/series`), so what a chart holds is
-compared with the buckets the posted readings make. Screenshots land in test-artifacts/.
+compared with the buckets the posted readings make. With auth on (a service of its own), the pages ask
+for a read key and keep it for the tab. No page may break its Content-Security-Policy. Screenshots land
+in test-artifacts/.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import importlib.util
 import io
 import json
 import math
+import os
 import re
+import subprocess
 import sys
 import threading
 import urllib.parse
@@ -34,7 +38,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from local.embedded import free_port
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, LocalService, isolated_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,33 +77,34 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-def api(service, path: str, body: object = None) -> dict:
+def api(service, path: str, body: object = None, *, token: str | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        service.url + path, data=data, headers={"Content-Type": "application/json"} if data else {}
-    )
+    headers = {"Content-Type": "application/json"} if data else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(service.url + path, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=15) as response:
         return json.loads(response.read())
 
 
-def all_devices(service) -> list[dict]:
+def all_devices(service, *, token: str | None = None) -> list[dict]:
     """Every device of GET /api/devices, its pages followed."""
     devices, cursor = [], None
     while True:
         query = "?limit=1000" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
-        answer = api(service, "/api/devices" + query)
+        answer = api(service, "/api/devices" + query, token=token)
         devices += answer["devices"]
         if not answer["has_more"]:
             return devices
         cursor = answer["next_cursor"]
 
 
-def history_all(service, device: str, **params: object) -> list[dict]:
+def history_all(service, device: str, *, token: str | None = None, **params: object) -> list[dict]:
     """Every reading of GET /api/device/<id>/history for ``params``, its pages followed."""
     rows, cursor = [], None
     while True:
         query = urllib.parse.urlencode({**params, "limit": 1000, **({"cursor": cursor} if cursor else {})})
-        answer = api(service, f"/api/device/{device}/history?{query}")
+        answer = api(service, f"/api/device/{device}/history?{query}", token=token)
         rows += answer["data"]
         if not answer["has_more"]:
             return rows
@@ -119,10 +124,11 @@ def shown(value: float, metric: str) -> str:
     return f"{value:,.3f}".rstrip("0").rstrip(".") + " " + UNITS[metric]
 
 
-def post_readings(service, readings: list[dict]) -> None:
+def post_readings(service, readings: list[dict], *, token: str | None = None) -> None:
     for start in range(0, len(readings), 100):  # the API's limit per bulk request
         chunk = readings[start : start + 100]
-        assert api(service, "/api/device/data/bulk", {"readings": chunk})["processed_count"] == len(chunk)
+        answer = api(service, "/api/device/data/bulk", {"readings": chunk}, token=token)
+        assert answer["processed_count"] == len(chunk)
 
 
 def wait_stored(service, readings: list[dict]) -> None:
@@ -265,20 +271,39 @@ def x_range(page: Page, metric: str) -> tuple[float, float]:
     )
 
 
+# Chromium reports what a Content-Security-Policy blocks (and a policy it cannot apply) as console errors.
+CSP_MESSAGE = re.compile(r"Refused to|Content.Security.Policy", re.I)
+
+
+def watch_errors(page: Page) -> list[str]:
+    """The page's JavaScript errors and Content-Security-Policy complaints, as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and CSP_MESSAGE.search(message.text)
+            else None
+        ),
+    )
+    return errors
+
+
 @contextmanager
 def desktop_page(browser: Browser, width: int, height: int = 900, **options) -> Iterator[Page]:
-    """A page in a context of its own, ``width`` px wide; fails on JavaScript errors, as ``page`` does."""
+    """A page in a context of its own, ``width`` px wide; fails on JavaScript errors and Content-Security-
+    Policy complaints, as ``page`` does."""
     options = {"locale": "en-US", "timezone_id": "UTC", **options}
     context = browser.new_context(viewport={"width": width, "height": height}, **options)
     context.set_default_timeout(TIMEOUT_MS)
     opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
+    errors = watch_errors(opened)
     try:
         yield opened
     finally:
         context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP complaints on the page: {errors}"
 
 
 # Every piece of text drawn on a canvas (uPlot draws its axes so), with its extent in canvas pixels;
@@ -362,11 +387,10 @@ def page(browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC")
     context.set_default_timeout(TIMEOUT_MS)
     opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
+    errors = watch_errors(opened)
     yield opened
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP complaints on the page: {errors}"
 
 
 @pytest.fixture(scope="module")
@@ -1149,3 +1173,272 @@ def test_the_overview_lists_every_device_when_there_are_more_than_a_page(service
     # Sorting is of the whole fleet, not of the rows on the page: the highest power first.
     page.select_option("#sort", "power:desc")
     expect(rows.first).to_have_attribute("data-device-id", f"{prefix}1099")
+
+
+# ---- auth on: signing in with a read key --------------------------------------------------------------
+KEY_ITEM = "iotDashboard.readKey"  # the sessionStorage item app.js keeps the key in
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+# Chromium notes every refused request in the console; a 401 or 403 the page handles is no fault.
+REFUSED_REQUEST = re.compile(r"Failed to load resource: the server responded with a status of 40[13]\b")
+
+
+def token_cli(env: dict[str, str], *args: str) -> str:
+    """``python -m local.tokens ARGS`` against the database ``env`` names; what it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "local.tokens", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+class Secured:
+    """A service with auth on, its keys, and the OBS layout on another origin pointing at it."""
+
+    def __init__(self, service: LocalService, env: dict[str, str], static_url: str, run: str, gateway: str):
+        self.service, self.env, self.static_url, self.run = service, env, static_url, run
+        self.url = service.url
+        self.prefix = f"sec-{run}-"
+        self.devices = [f"sec-{run}-a", f"sec-{run}-b"]
+        self.gateway = gateway  # sends (and reads) for both devices
+        self.reader = self.tokens("read", f"viewer-{run}")  # reads every device
+        self.scoped = self.tokens("read", f"viewer-a-{run}", "--device", f"sec-{run}-a*")
+        self.readings: list[dict] = []
+
+    def tokens(self, *args: str) -> str:
+        return token_cli(self.env, *args)
+
+
+@pytest.fixture(scope="module")
+def secured(service, service_env, tmp_path_factory) -> Iterator[Secured]:
+    """Auth on, two devices (``a`` with more readings than one CSV page), a read key for every device
+    and one for ``a`` only. The static server is started first, so the API can name its origin in
+    CORS_ORIGINS; revocation takes effect within AUTH_CACHE_SECONDS (1 s here)."""
+    site = tmp_path_factory.mktemp("secured-site")
+    server, static_url = serve_directory(site)
+    run = uuid.uuid4().hex[:6]
+    env = isolated_env(
+        service_env, AUTH_ENABLED="true", AUTH_CACHE_SECONDS="1", CORS_ORIGINS=static_url, DEMO_MODE="false"
+    )
+    cli_env = {**os.environ, **env}
+    a, b = f"sec-{run}-a", f"sec-{run}-b"
+    gateway = token_cli(cli_env, "register", f"gw-{run}", "--device", a, "--device", b)
+    running = LocalService(
+        env,
+        tmp_path_factory.mktemp("secured-logs"),
+        warmup_device=a,
+        warmup_headers={"Authorization": f"Bearer {gateway}"},
+    )
+    running.start()
+    try:
+        secured = Secured(running, cli_env, static_url, run, gateway)
+        build(site, api_base=running.url)
+        now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        readings = [
+            {
+                "device_id": a,
+                "metric_type": "temperature",
+                "value": 20 + (n % 50) / 8,
+                "timestamp": iso(now - timedelta(minutes=n)),
+            }
+            for n in range(1, 1051)
+        ]
+        readings += [
+            {
+                "device_id": b,
+                "metric_type": "humidity",
+                "value": 40.5 + n,
+                "timestamp": iso(now - timedelta(minutes=n)),
+            }
+            for n in range(1, 4)
+        ]
+        post_readings(running, readings, token=gateway)
+        wait_for(
+            lambda: (
+                len(history_all(running, a, token=gateway)) == 1050 + 1  # and the warm-up reading
+                and len(history_all(running, b, token=gateway)) == 3
+            ),
+            timeout=60,
+            interval=0.5,
+        )
+        secured.readings = readings
+        yield secured
+    finally:
+        running.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def watch_console(page: Page) -> list[str]:
+    """Console errors other than the browser's note on a 401 or 403 the page handles: a blocked CORS
+    request or anything the Content-Security-Policy refused shows up here."""
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(message.text)
+            if message.type == "error" and not REFUSED_REQUEST.search(message.text)
+            else None
+        ),
+    )
+    return problems
+
+
+def sign_in(page: Page, key: str) -> None:
+    expect(page.locator("#sign-in")).to_be_visible()
+    page.fill("#sign-in-key", key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def stored_keys(page: Page) -> tuple[str | None, int]:
+    """The key in sessionStorage, and how many items localStorage holds."""
+    key, kept = page.evaluate(f"[sessionStorage.getItem('{KEY_ITEM}'), localStorage.length]")
+    return key, kept
+
+
+def test_with_auth_on_the_overview_asks_for_a_read_key_and_keeps_it_for_the_tab_only(secured, page):
+    problems = watch_console(page)
+    a, b = secured.devices
+    responses = []
+    page.on("response", lambda response: responses.append(response))
+    page.goto(f"{secured.url}/?q={secured.prefix}")
+
+    # Asked, in the page: nothing of the fleet is shown, no "Sign out" yet.
+    form = page.locator("#sign-in")
+    expect(form).to_be_visible()
+    expect(page.locator("#sign-in-reason")).to_contain_text("asks for a read key")
+    expect(page.locator("#connection")).to_have_text("Sign-in needed")
+    expect(page.locator("#sign-out")).to_be_hidden()
+    expect(page.locator("#devices")).to_be_hidden()
+    expect(page.locator("#error-banner")).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-sign-in.png"))
+    page.fill("#sign-in-key", "not a key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#sign-in-error")).to_contain_text("That is not a key")
+
+    sign_in(page, secured.reader)
+    expect(form).to_be_hidden()
+    rows = page.locator("#devices tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator(f'tr[data-device-id="{b}"] td[data-metric="humidity"]')).to_have_text("41.5 %")
+    expect(page.locator("#connection")).to_have_text(re.compile(r"^Live"))
+    expect(page.locator("#sign-out")).to_be_visible()
+    assert stored_keys(page) == (secured.reader, 0)
+    assert secured.reader not in page.url
+
+    # The same tab keeps it: the device page reads with it, no second sign-in.
+    page.locator(f'tr[data-device-id="{a}"] a').click()
+    page.wait_for_url(re.compile(r"/device\.html\?id="))
+    latest = max(secured.readings, key=lambda r: (r["device_id"] == a, r["timestamp"]))
+    expect(page.locator('.latest-card[data-metric="temperature"] .latest-value')).to_have_text(
+        shown(latest["value"], "temperature")
+    )
+    page.wait_for_function("() => IotDashboard.charts && IotDashboard.charts.temperature")
+    expect(form).to_be_hidden()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-signed-in-device.png"))
+
+    # Every API request sent after signing in carried the key; nothing was asked with it in a URL.
+    api_answers = [r for r in responses if "/api/" in r.url]
+    answered = [r for r in api_answers if r.status == 200]
+    assert answered and all(
+        r.request.all_headers().get("authorization") == f"Bearer {secured.reader}" for r in answered
+    )
+    assert {r.status for r in api_answers} <= {200, 401}
+    assert not any(secured.reader in r.url for r in responses)
+
+    # Every answer of the dashboard function carries the security headers.
+    served = [r for r in responses if r.url.startswith(secured.url) and "/api/" not in r.url]
+    paths = {urllib.parse.urlsplit(r.url).path for r in served}
+    assert {"/", "/device.html", "/static/app.js", "/static/style.css", "/static/config.js"} <= paths
+    for response in served:
+        headers = response.all_headers()
+        assert headers.items() >= SECURITY_HEADERS.items(), response.url
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, response.url
+        assert "unsafe-inline" not in policy
+
+    # Signing out forgets the key and asks again.
+    page.get_by_role("button", name="Sign out").click()
+    expect(form).to_be_visible()
+    expect(page.locator("#sign-in-reason")).to_contain_text("Signed out")
+    expect(page.locator("#sign-out")).to_be_hidden()
+    expect(page.locator("#content")).to_be_hidden()
+    assert stored_keys(page) == (None, 0)
+    assert not problems, problems
+
+
+def test_a_refused_or_revoked_key_is_said_and_asked_for_again(secured, page):
+    problems = watch_console(page)
+    page.goto(f"{secured.url}/?q={secured.prefix}")
+    sign_in(page, "iot_" + "A" * 43)  # the shape of a key, but no key
+    reason = page.locator("#sign-in-reason")
+    expect(reason).to_contain_text("refused the key")
+    assert stored_keys(page) == (None, 0)
+
+    name = f"revocable-{secured.run}"
+    key = secured.tokens("read", name)
+    sign_in(page, key)
+    expect(page.locator("#devices tbody tr")).to_have_count(2)
+    secured.tokens("revoke", name)
+    # The next refresh (5 s) after the authorizer's memory of the key (1 s here) has run out.
+    expect(page.locator("#sign-in")).to_be_visible(timeout=30_000)
+    expect(reason).to_contain_text("revoked")
+    expect(page.locator("#devices")).to_be_hidden()
+    assert stored_keys(page) == (None, 0)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-key-refused.png"))
+    sign_in(page, secured.reader)  # and a good key picks up where it was
+    expect(page.locator("#devices tbody tr")).to_have_count(2)
+    assert not problems, problems
+
+
+def test_a_key_for_some_devices_lists_those_and_says_which_it_may_not_read(secured, page):
+    problems = watch_console(page)
+    a, b = secured.devices
+    page.goto(f"{secured.url}/?q={secured.prefix}")
+    sign_in(page, secured.scoped)
+    rows = page.locator("#devices tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-device-id", a)
+    page.goto(f"{secured.url}/device.html?id={b}")
+    refused = page.locator("#not-found")
+    expect(refused).to_be_visible()
+    expect(refused).to_contain_text(f"This key may not read device “{b}”")
+    expect(page.locator("#sign-in")).to_be_hidden()
+    expect(page.locator("#content")).to_be_hidden()
+    expect(page.locator("#error-banner")).to_be_hidden()
+    assert not problems, problems
+
+
+def test_from_another_origin_the_key_goes_with_every_request_and_the_csv_pages(secured, page):
+    """The OBS layout on a plain static server (no headers: the meta is the policy) calling the API on
+    another origin: with a key each request is preflighted, and the CSV download follows the Link
+    pages with the key."""
+    problems = watch_console(page)
+    a, _ = secured.devices
+    page.goto(f"{secured.static_url}/?q={secured.prefix}")
+    sign_in(page, secured.reader)
+    expect(page.locator("#devices tbody tr")).to_have_count(2)
+    page.locator(f'tr[data-device-id="{a}"] a').click()
+    page.wait_for_url(f"{secured.static_url}/device.html?id={a}")
+    page.wait_for_function("() => IotDashboard.charts && IotDashboard.charts.temperature")
+    expect(page.locator("#sign-in")).to_be_hidden()
+    csv_pages: list[str] = []
+    page.on(
+        "request", lambda r: csv_pages.append(r.url) if "format=csv" in r.url and r.method == "GET" else None
+    )
+    with page.expect_download(timeout=TIMEOUT_MS) as started:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(started.value.path()).read_text())))
+    expected = [r for r in secured.readings if r["device_id"] == a]
+    assert len(rows) >= len(expected) > 1000 and len(csv_pages) >= 2
+    assert {(epoch(r["timestamp"]), float(r["value"])) for r in expected} <= {
+        (epoch(r["timestamp"]), float(r["value"])) for r in rows
+    }
+    expect(page.locator("#sign-in")).to_be_hidden()
+    assert stored_keys(page) == (secured.reader, 0)
+    assert not problems, problems

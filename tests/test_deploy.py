@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -68,7 +69,10 @@ CONSUMER_ASYNC_CONFIG = {
         "on_failure": {"destination": "OBS", "param": json.dumps(FAILURE_DESTINATION)},
     },
 }
-SMOKE_TESTS = 7  # consumer 1, ingest 1, query 3, dashboard 1, maintenance 1
+# consumer 1, authorizer 2 (an unknown credential, and the smoke token), ingest 1, query 3, dashboard 1,
+# maintenance 1; without a smoke token the authorizer has only the first.
+SMOKE_TESTS = 9
+SMOKE_TESTS_WITHOUT_TOKEN = 8
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +126,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def make_fake(service_env: dict[str, str], execute: bool = True, **fake_options) -> FakeFunctionGraph:
-    """An account with the five functions as Terraform's first apply leaves them: v1 published on an
+    """An account with the six functions as Terraform's first apply leaves them: v1 published on an
     older dependency, alias live on v1, the consumer's async invocation config on latest."""
     fake = FakeFunctionGraph(AK, SK, PROJECT, REGION, execute=execute, **fake_options)
     old_common = fake.add_dependency(f"{PREFIX}-common", _zip({"common/__init__.py": b""}))
@@ -158,6 +162,8 @@ def healthy(event: dict) -> object:
     """What a working function answers each smoke event with (for the fake's canned invocations)."""
     if "records" in event:
         return {"messages": 1, "readings": 1, "stored": 1, "duplicates": 0, "rejected": 0}
+    if "user_data" in event:  # the custom authorizer's event: a smoke credential is never known here
+        return {"statusCode": 200, "body": json.dumps({"status": "deny"})}
     if event.get("trigger_type") == "TIMER":
         return {
             "partitions_created": 0,
@@ -226,6 +232,13 @@ def test_deploy_smoke_tests_each_new_version_on_its_own_urn_before_moving_live(d
             assert fn.invocations and {i["version"] for i in fn.invocations} == {"v42"}
 
         assert "consumer: smoke Kafka batch with one smoke reading on v42: ok (stored;" in out
+        # the authorizer looked both credentials up in PostgreSQL: the unknown one denied, the smoke
+        # token allowed with its id, signed
+        assert "authorizer: smoke a well-formed unknown credential on v42: ok (denied;" in out
+        assert re.search(
+            r"authorizer: smoke the credential in IOT_SMOKE_TOKEN on v42: ok \(allowed as credential \d+, signed;",
+            out,
+        )
         assert (
             "ingest: smoke POST /api/device/data (smoke device) on v42: ok (status 200: queued, Kafka" in out
         )
@@ -238,7 +251,7 @@ def test_deploy_smoke_tests_each_new_version_on_its_own_urn_before_moving_live(d
         assert "maintenance: smoke timer event: one maintenance pass on v42: ok (" in out
         assert (
             out.strip().splitlines()[-1]
-            == f"deployed 5/5 function(s); smoke tests {SMOKE_TESTS}/{SMOKE_TESTS} passed"
+            == f"deployed 6/6 function(s); smoke tests {SMOKE_TESTS}/{SMOKE_TESTS} passed"
         )
         # the consumer's smoke reading is really stored, under the smoke device
         assert [v.metric_type for v in runtime.store.latest(SMOKE_DEVICE_ID)] == ["voltage"]
@@ -306,7 +319,7 @@ def assert_no_alias_moved(out: str, fake) -> None:
     """A failed deploy published v2 of every function but moved no alias, not even a passing one's."""
     assert (
         "no alias moved: live stays where it was "
-        "(consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
+        "(authorizer v1, consumer v1, dashboard v1, ingest v1, maintenance v1, query v1)" in out
     )
     for fn in fake.functions.values():
         assert "v2" in fn.versions and fn.aliases == {"live": "v1"}
@@ -347,7 +360,8 @@ def test_a_failing_smoke_test_moves_no_alias_and_shows_the_log_tail(dist, servic
         # The other functions passed, and were published, but no alias moved: not even theirs.
         assert "ingest: smoke POST /api/device/data (smoke device) on v2: ok" in out
         assert_no_alias_moved(out, fake)
-        assert lines[-1] == f"FAILED: 2 problem(s); smoke tests {SMOKE_TESTS - 2}/{SMOKE_TESTS} passed"
+        total = SMOKE_TESTS_WITHOUT_TOKEN
+        assert lines[-1] == f"FAILED: 2 problem(s); smoke tests {total - 2}/{total} passed"
 
 
 def test_one_function_that_cannot_publish_keeps_every_alias_where_it_was(dist, service_env):
@@ -450,7 +464,7 @@ def _refuse(method: str, status: int, message: str) -> Callable[[FakeFunctionGra
         (
             _refuse("GET", 500, "busy"),
             "reading latest's config: HTTP 500 FSS.0500 busy",
-            ["consumer", "dashboard", "ingest", "maintenance", "query"],
+            ["authorizer", "consumer", "dashboard", "ingest", "maintenance", "query"],
         ),
         (_drop_destinations, "v2 reads back without latest's on_failure", ["consumer"]),
     ],
@@ -532,6 +546,64 @@ def test_the_maintenance_smoke_test_sends_a_timer_event_and_accepts_a_pass_or_a_
         assert not verdict.ok and verdict.detail.startswith("not a maintenance summary"), wrong
 
 
+def _authorizer_answer(status: str, context: dict | None = None, code: int = 200) -> dict:
+    body = {"status": status, **({"context": context} if context is not None else {})}
+    return {"statusCode": code, "body": json.dumps(body)}
+
+
+def test_the_authorizer_smoke_tests_send_apigs_event_and_want_a_deny_then_an_allow():
+    """The authorizer is asked about a credential of the right shape that nobody was ever given (a fresh
+    one each run), which must be denied, and about the smoke token, which must be allowed with the
+    credential's id and its signature (docs/functiongraph.md, section 8)."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    unknown, known = smokes_for("authorizer", now, token="iot_" + "k" * 43)
+    for smoke in (unknown, known):
+        assert set(smoke.event) == {"headers", "queryStringParameters", "user_data"}, "what APIG documents"
+        assert all(name == name.lower() for name in smoke.event["headers"])
+    presented = unknown.event["headers"]["authorization"]
+    assert re.fullmatch(r"Bearer iot_[A-Za-z0-9_-]{43}", presented)
+    assert smokes_for("authorizer", now)[0].event["headers"]["authorization"] != presented, "never reused"
+    assert known.event["headers"]["authorization"] == "Bearer iot_" + "k" * 43
+    assert [s.label for s in smokes_for("authorizer", now)] == [unknown.label], "no token: only the deny"
+
+    signed = {"cid": "42", "sig": "0f" * 32}
+    assert unknown.check(_authorizer_answer("deny")).ok
+    off = unknown.check(_authorizer_answer("allow", {}))
+    assert off.ok and "AUTH_ENABLED is off" in off.detail
+    assert known.check(_authorizer_answer("allow", signed)).detail == "allowed as credential 42, signed"
+    wrong = [
+        (unknown, _authorizer_answer("allow", signed)),  # an unknown credential let through
+        (unknown, _authorizer_answer("deny", code=500)),  # APIG would answer 500 itself
+        (unknown, {"statusCode": 200, "body": json.dumps({"status": "maybe"})}),
+        (unknown, {"statusCode": 200, "body": "deny"}),
+        (unknown, _authorizer_answer("deny", {"cid": 42})),  # context values are strings
+        (unknown, "deny"),
+        (known, _authorizer_answer("deny")),
+        (known, _authorizer_answer("allow", {"cid": "42"})),
+        (known, _authorizer_answer("allow", {"cid": "x", "sig": "0f" * 32})),
+    ]
+    for smoke, result in wrong:
+        assert not smoke.check(result).ok, (smoke.label, result)
+
+
+def test_the_query_smoke_tests_read_with_the_smoke_token():
+    """Reads need a credential: with the token they must answer 200; without one, auth on answers 401,
+    which shows the code loads and routes, and the report says what was not checked."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    health, ready, latest = smokes_for("query", now, token="iot_" + "k" * 43, consumer_stored=True)
+    assert "authorization" not in health.event["headers"], "/health is public"
+    for smoke in (ready, latest):
+        assert smoke.event["headers"]["authorization"] == "Bearer iot_" + "k" * 43
+        assert not smoke.check(apig_response(401, {"error": "A credential is required"})).ok
+    assert ready.check(apig_response(200, {"status": "ready"})).ok
+    _, ready, latest = smokes_for("query", now, consumer_stored=True)
+    for smoke in (ready, latest):
+        assert "authorization" not in smoke.event["headers"]
+        verdict = smoke.check(apig_response(401, {"error": "A credential is required"}))
+        assert verdict.ok and "IOT_SMOKE_TOKEN is not set" in verdict.detail
+        assert not smoke.check(apig_response(403, {"error": "no"})).ok
+
+
 def test_what_pruning_keeps():
     versions = [
         PublishedVersion(name, float(i)) for i, name in enumerate(["v1", "v2", "v3", "v4", "v5", "v6"])
@@ -592,7 +664,7 @@ def test_dry_run_calls_nothing_and_needs_no_credentials(dist, service_env):
         assert fake.requests == []
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith("[dry-run] deploying 5 function(s)")
+    assert out.startswith("[dry-run] deploying 6 function(s)")
     assert f"[dry-run] dependency iot-common: would publish {dist / 'deps.zip'}" in out
     assert (
         "[dry-run] ingest: would update the code of urn:fss:<region>:<project_id>:function:default:iot-ingest:latest"
@@ -606,7 +678,7 @@ def test_dry_run_calls_nothing_and_needs_no_credentials(dist, service_env):
     )
     assert "[dry-run] would point alias live of every function at v9 once all pass" in out
     assert "[dry-run] would delete old versions beyond the newest 3" in out
-    assert out.strip().splitlines()[-1] == "[dry-run] would deploy 5/5 function(s)"
+    assert out.strip().splitlines()[-1] == "[dry-run] would deploy 6/6 function(s)"
 
 
 def test_credentials_come_from_the_environment(dist):
@@ -665,7 +737,7 @@ def test_rollback_returns_every_alias_to_the_version_before_the_last_deploy(dist
         result = run_command(env, "rollback")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "query: moved alias live back from v3 to v2" in result.stdout
-        assert result.stdout.strip().splitlines()[-1] == "rolled back 5 function(s)"
+        assert result.stdout.strip().splitlines()[-1] == "rolled back 6 function(s)"
         assert all(fn.aliases["live"] == "v2" for fn in fake.functions.values())
 
         twice = run_command(env, "rollback")
@@ -689,7 +761,7 @@ def test_rollback_is_all_or_nothing(dist, service_env):
         result = run_command(env, "rollback")
     assert result.returncode == 1
     assert "consumer: nothing to roll back to: live (v1) records no earlier version" in result.stdout
-    assert "nothing rolled back: every alias stays where it is (3 problem(s))" in result.stdout
+    assert "nothing rolled back: every alias stays where it is (4 problem(s))" in result.stdout
     assert fake.functions["iot-query"].aliases["live"] == "v2"
 
 

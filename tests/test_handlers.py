@@ -183,7 +183,7 @@ def test_dashboard_handler_serves_pages_and_assets():
     response = dashboard.handler(
         apig_event("GET", "/device/abc", path_params={"device_id": "abc"}), LocalContext("dashboard")
     )
-    assert response["statusCode"] == 200 and "IotDashboard.device" in response["body"]
+    assert response["statusCode"] == 200 and '<script src="/static/device.js"></script>' in response["body"]
     response = dashboard.handler(apig_event("GET", "/static/app.js"), LocalContext("dashboard"))
     assert response["statusCode"] == 200 and "javascript" in response["headers"]["Content-Type"]
     response = dashboard.handler(apig_event("GET", "/static/..%2F..%2Findex.py"), LocalContext("dashboard"))

@@ -238,3 +238,55 @@ def test_the_fuzz_run_exercised_every_query_parameter():
         label: missing for label, names in documented.items() if (missing := names - ACCEPTED[label])
     }
     assert not never_accepted, f"never part of an accepted request: {never_accepted}"
+
+
+# Values that have broken parsers elsewhere: offsets that push the calendar's first and last days out of
+# Python's range, numbers past a double or a 64-bit integer, NUL and other control characters, text too
+# long for a file name or an index entry, and malformed percent-encoding.
+HOSTILE_VALUES = (
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "9999-12-31T23:59:59.999999-14:00",
+    "-62135596800001",
+    "253402300800000",
+    "1" * 400,
+    "1e400",
+    "-0",
+    "nan",
+    "a\x00b",
+    "\x00",
+    "\u202e\ufeff",
+    "x" * 5000,
+    "%",
+    "%zz",
+    "../../etc/passwd",
+)
+
+
+@pytest.mark.integration
+def test_hostile_values_in_every_query_parameter_are_answered_4xx(example_device, service):
+    """Each documented GET query parameter, and each device path, given each hostile value: never a 500,
+    and the service still answers and stores afterwards."""
+    from urllib.parse import quote
+
+    checked = 0
+    for label, names in documented_query_parameters().items():
+        method, path = label.split(" ", 1)
+        if method != "GET":
+            continue
+        target = path.replace("{device_id}", example_device)
+        for name in sorted(names):
+            for value in HOSTILE_VALUES:
+                query = f"{name}={quote(value, safe='%')}"
+                if "series" in path and name != "metric_type":
+                    query += "&metric_type=temperature"
+                status, body = http(service, "GET", f"{target}?{query}")
+                assert status < 500, (label, name, value, status, body)
+                checked += 1
+        if "{device_id}" in path:
+            for value in HOSTILE_VALUES:
+                status, body = http(service, "GET", path.replace("{device_id}", quote(value, safe="")))
+                assert status < 500, (label, "device_id", value, status, body)
+                checked += 1
+    assert checked > 200
+    assert http(service, "GET", "/health")[0] == 200

@@ -53,7 +53,7 @@ def test_one_zip_per_function_with_the_handler_at_its_root(cloud_dist):
     assert (
         sorted(manifest["functions"])
         == package.function_names()
-        == ["consumer", "dashboard", "ingest", "maintenance", "query"]
+        == ["authorizer", "consumer", "dashboard", "ingest", "maintenance", "query"]
     )
     for name, info in manifest["functions"].items():
         entries = names(dist / info["file"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common.apig import ApigRequest
 from common.settings import FUNCTION_SETTINGS, SECRET_SETTINGS, Settings
 from deploy import package
 from deploy.routes import app_routes, terraform_block
@@ -108,22 +109,26 @@ def test_the_readme_documents_every_variable_and_output(tf):
 # ---------------------------------------------------------------- APIG: one API per route
 
 
-def test_every_routed_endpoint_has_an_api_with_the_same_method_and_path(tf):
-    from_code = {(r.function, r.method, r.path) for r in app_routes()}
+def test_every_routed_endpoint_has_an_api_with_the_same_method_path_and_openness(tf):
+    """The route table is the routers': the same routes, each public (no credential asked for at the
+    gateway) exactly where its router says so."""
+    from_code = {(r.function, r.method, r.path, r.public) for r in app_routes()}
     table = tf.locals["routes"]
-    from_terraform = {(r["function"], r["method"], r["path"]) for r in table}
+    from_terraform = {(r["function"], r["method"], r["path"], r["public"]) for r in table}
     assert len(table) == len(from_terraform), "a route is listed twice in apig.tf"
     assert from_terraform == from_code, (
         "apig.tf's local.routes differs from the routers in functions/*/index.py "
         f"(missing: {sorted(from_code - from_terraform)}, extra: {sorted(from_terraform - from_code)}). "
         "Replace it with:\n" + terraform_block(app_routes())
     )
+    assert all(isinstance(r["public"], bool) for r in table)
 
 
 def test_each_api_is_bound_to_the_function_that_owns_its_route(tf):
     api = tf.resource("huaweicloud_apig_api", "route")
     assert api["for_each"] == "${local.apis}"
-    assert "for r in local.routes" in tf.locals["apis"] and "=> r" in tf.locals["apis"]
+    assert "for r in concat(local.routes, local.preflight_routes)" in tf.locals["apis"]
+    assert "=> r" in tf.locals["apis"]
     assert api["request_method"] == "${each.value.method}"
     assert api["request_path"] == "${each.value.path}"
     assert api["matching"] == "Exact"
@@ -140,12 +145,15 @@ def test_each_api_is_bound_to_the_function_that_owns_its_route(tf):
 
 
 def test_api_keys_are_unique_and_names_fit_apig(tf):
-    """apig.tf derives each API's key from function, method and path; emulate it to catch clashes."""
+    """apig.tf derives each API's key from function, method and path; emulate it to catch clashes
+    (the preflight APIs, OPTIONS on each path that needs a credential, included)."""
     assert 'trim(replace(r.path, "/[^0-9A-Za-z]+/", "_"), "_")' in tf.locals["apis"]
+    routes = app_routes()
+    preflights = {(r.function, "OPTIONS", r.path) for r in routes if not r.public}
     keys = set()
-    for r in app_routes():
-        slug = "root" if r.path == "/" else re.sub(r"[^0-9A-Za-z]+", "_", r.path).strip("_")
-        key = f"{r.function}_{r.method.lower()}_{slug}"
+    for function, method, path in [(r.function, r.method, r.path) for r in routes] + sorted(preflights):
+        slug = "root" if path == "/" else re.sub(r"[^0-9A-Za-z]+", "_", path).strip("_")
+        key = f"{function}_{method.lower()}_{slug}"
         assert key not in keys, f"two routes map to the API key {key}"
         keys.add(key)
         assert re.fullmatch(r"[A-Za-z0-9][\w\-./()]{2,200}", f"iot_{key}"), key
@@ -153,7 +161,7 @@ def test_api_keys_are_unique_and_names_fit_apig(tf):
 
 def test_path_parameters_are_declared(tf):
     api = tf.resource("huaweicloud_apig_api", "route")
-    dynamic = first(api["dynamic"])["request_params"]
+    (dynamic,) = [block["request_params"] for block in api["dynamic"] if "request_params" in block]
     (pattern,) = string_arguments(expression(dynamic["for_each"]), "regexall")
     assert "each.value.path" in dynamic["for_each"]
     content = first(dynamic["content"])
@@ -166,13 +174,17 @@ def test_path_parameters_are_declared(tf):
         assert declared == list(route.params), f"{route.path}: APIG would declare {declared}"
 
 
-def test_cors_is_on_for_what_the_dashboard_fetches_from_another_origin(tf):
-    """From OBS the dashboard is another origin: every API path its scripts fetch must answer CORS."""
+def test_every_path_the_dashboard_reads_from_another_origin_answers_its_preflight_without_a_credential(tf):
+    """From OBS the dashboard is another origin, and its reads carry Authorization: the browser first
+    sends an OPTIONS preflight without it. Every path its scripts fetch that needs a credential has an
+    OPTIONS API without authentication, on the function that owns the path, whose router answers it.
+    APIG's own CORS switch is off everywhere: the functions' CORS headers (CORS_ORIGINS) decide."""
     api = tf.resource("huaweicloud_apig_api", "route")
-    assert (
-        api["cors"] == '${contains(local.cors_functions, each.value.function) && each.value.method == "GET"}'
-    )
-    cors_routes = [r for r in app_routes() if r.function in tf.locals["cors_functions"] and r.method == "GET"]
+    assert api["cors"] is False
+    hcl = evaluated(tf, auth_enabled=True)
+    apis = hcl.local("apis")
+    authorizer = hcl.local("api_authorizer")
+    preflights = {r["path"]: (key, r) for key, r in apis.items() if r["method"] == "OPTIONS"}
     static = Path(load_function("dashboard").__file__).parent / "static"
     fetched = set()
     for script in static.glob("*.js"):
@@ -184,12 +196,19 @@ def test_cors_is_on_for_what_the_dashboard_fetches_from_another_origin(tf):
     read = 0
     for path in sorted(fetched):
         serving = [r for r in gets if _template_prefix(r.path).startswith(path) or _matches(r.path, path)]
-        if not serving:
-            continue  # not something it GETs (e.g. the ingest URL it shows)
-        read += 1
         for route in serving:
-            assert route in cors_routes, f"the dashboard reads {path}, served by {route} without CORS"
+            read += 1
+            if route.public:
+                continue
+            assert route.path in preflights, f"the dashboard reads {route.path}, which has no preflight API"
+            key, preflight = preflights[route.path]
+            assert preflight["function"] == route.function and authorizer[key] is None
+            concrete = re.sub(r"\{\w+\}", "x", route.path)
+            answer = load_function(route.function).app.dispatch(ApigRequest(method="OPTIONS", path=concrete))
+            assert answer.status == 204, f"{route.function} does not answer the preflight of {concrete}"
     assert read, "the dashboard reads nothing from the query API?"
+    # ... and exactly one preflight per path that needs a credential, none for public ones.
+    assert set(preflights) == {r.path for r in app_routes() if not r.public}
 
 
 def test_every_api_is_published_to_release(tf):
@@ -253,11 +272,17 @@ def test_every_setting_the_code_reads_has_a_value_and_secrets_come_from_sensitiv
             assert name in SECRET_SETTINGS, f"{name} looks secret: list it in common.settings.SECRET_SETTINGS"
     for name, value in secret.items():
         variable = re.fullmatch(r"var\.(\w+)", str(value))
-        assert variable, f"{name} must come straight from a variable"
-        assert tf.variables[variable.group(1)].get("sensitive") is True, (
-            f"var.{variable.group(1)} is not sensitive"
-        )
-        assert "default" not in tf.variables[variable.group(1)]
+        generated = re.fullmatch(r"random_password\.(\w+)\.result", str(value))
+        assert variable or generated, f"{name} must come straight from a variable or a random_password"
+        if variable:
+            assert tf.variables[variable.group(1)].get("sensitive") is True, (
+                f"var.{variable.group(1)} is not sensitive"
+            )
+            assert "default" not in tf.variables[variable.group(1)]
+        else:  # random_password's result is sensitive by its schema; strong and plain enough for RDS
+            password = tf.resource("random_password", generated.group(1))
+            assert password["length"] >= 32 and password["special"] is False, name
+            assert tf.where[f"resource random_password.{generated.group(1)}"] == "secrets.tf"
     assert set(secret) == set(SECRET_SETTINGS)
     assert tf.variables["encrypt_secrets"]["default"] is True
 
@@ -400,7 +425,8 @@ def test_the_dashboard_bucket_serves_the_static_files_with_the_api_url(tf):
     assert re.search(pattern.replace("\\\\", "\\"), config_js), "config.js has no apiBase entry to replace"
     for name in ("static", "pages", "config"):
         assert tf.resource("huaweicloud_obs_bucket_object", name)["acl"] == "public-read"
-    assert "huaweicloud_obs_bucket.dashboard.bucket" in tf.outputs["dashboard_url"]["value"]
+    assert tf.outputs["dashboard_url"]["value"] == "${local.dashboard_origin}/"
+    assert "huaweicloud_obs_bucket.dashboard.bucket" in tf.locals["dashboard_origin"]
 
 
 # ---------------------------------------------------------------- terraform itself, where it is installed

@@ -26,6 +26,19 @@ REPO_DIR = TERRAFORM_DIR.parent.parent
 SECRET_NAME = re.compile(r"password|passphrase|secret|token|private_key", re.I)
 VOLUME_ID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 PASSWORD = "Gk3x9QpL2mZr7TnV4wYb8CjH5dFs6AeR"
+# The other generated secrets, as .env names -> what the boot script is handed (letters and digits).
+SECRETS = {
+    "DB_READER_PASSWORD": "Rd7Kq2Lm9Xv4Tn6Wb3Yc8Zh5Jf1Ga0Pe",
+    "DB_WRITER_PASSWORD": "Wr4Hs8Nd2Qk6Vm9Tb3Xc7Lf5Jg1Za0Ye",
+    "AUTH_CONTEXT_SECRET": "Ac5Sx9Dn3Fk7Hm2Jq6Lt8Pv4Rw1Tz0Yb" * 2,
+}
+# Each secret's random_password resource in secrets.tf.
+SECRET_RESOURCES = {
+    "DB_PASSWORD": "db",
+    "DB_READER_PASSWORD": "db_reader",
+    "DB_WRITER_PASSWORD": "db_writer",
+    "AUTH_CONTEXT_SECRET": "auth_context",
+}
 EIP = "203.0.113.10"
 USER_DATA_LIMIT = 32 * 1024  # bytes an ECS accepts as user data
 
@@ -130,6 +143,7 @@ def boot_variables(domain: str = "") -> dict[str, str]:
         "site_url": f"https://{domain}" if domain else f"http://{EIP}",
         "data_volume_id": VOLUME_ID,
         "db_password": PASSWORD,
+        **{name.lower(): value for name, value in SECRETS.items()},
         "app_settings": "LOG_LEVEL=DEBUG\nSHIM_WORKERS=4",
         **(proxy if domain else {"caddyfile": "", "proxy_compose": ""}),
     }
@@ -322,21 +336,36 @@ def test_the_data_disk_outlives_the_server_and_the_boot_script_mounts_it(tf):
     ), "Docker must find its data root on the mounted disk the first time it starts"
 
 
-def test_the_database_password_is_generated_and_reaches_the_boot_script_only(tf):
+def test_the_secrets_are_generated_and_reach_the_boot_script_only(tf):
+    """The owner's, the reader's and the writer's database passwords and the authorizer's signing key."""
     assert not [name for name in tf.variables if SECRET_NAME.search(name)], "no secret is an input"
-    password = tf.resource("random_password", "db")  # random_password's result is sensitive by its schema
-    assert password["length"] >= 24
-    assert password["special"] is False, ".env values are interpolated by compose: a '$' would break one"
-    assert template_arguments(tf)["db_password"] == "random_password.db.result"
+    arguments = template_arguments(tf)
+    for name, resource in SECRET_RESOURCES.items():
+        password = tf.resource("random_password", resource)  # its result is sensitive by its schema
+        assert password["length"] >= 32, name
+        assert password["special"] is False, ".env values are interpolated by compose: a '$' would break one"
+        assert arguments[name.lower()] == f"random_password.{resource}.result"
     for name, output in tf.outputs.items():
         value = json.dumps(output["value"])
         assert "random_password" not in value and "local.user_data" not in value, f"output {name} leaks it"
     script = boot_script()
     assert f"DB_PASSWORD='{PASSWORD}'" in script
     assert 'echo "DB_PASSWORD=$DB_PASSWORD"' in script  # into .env, written with umask 077
+    for name, value in SECRETS.items():
+        assert f"{name}='{value}'" in script and f'echo "{name}=${name}"' in script, name
     assert "umask 077" in script
     readme = (ECS_DIR / "README.md").read_text()
     assert "terraform.tfstate" in readme and "user data" in readme and "rotate" in readme.lower()
+    for resource in SECRET_RESOURCES.values():
+        assert f"random_password.{resource}" in readme or resource in readme, resource
+
+
+def test_the_pages_that_may_call_the_api_are_the_sites_own(tf):
+    """CORS_ORIGINS: the dashboard and the API share the site's URL (the shim serves both)."""
+    for domain in ("", "iot.example.com"):
+        script = boot_script(domain)
+        assert 'echo "CORS_ORIGINS=$SITE_URL"' in script
+        assert f"SITE_URL='{boot_variables(domain)['site_url']}'" in script
 
 
 def test_the_template_gets_exactly_the_names_it_uses(tf):
@@ -417,7 +446,9 @@ def test_app_settings_are_appended_to_env_and_cannot_override_what_the_module_se
         'join("\\n", [for name, value in var.app_settings : "${name}=${value}"])'
     )
     names, values = (v["condition"] for v in tf.variables["app_settings"]["validation"])
-    assert '!contains(["DB_PASSWORD", "HTTP_PORT"], name)' in names
+    module_sets = ["DB_PASSWORD", "DB_READER_PASSWORD", "DB_WRITER_PASSWORD", "AUTH_CONTEXT_SECRET"]
+    module_sets += ["CORS_ORIGINS", "HTTP_PORT"]
+    assert "!contains([" + ", ".join(f'"{name}"' for name in module_sets) + "], name)" in names
     # The values pattern keeps quotes, "$" and newlines out of .env.
     (pattern,) = re.findall(r'can\(regex\("(\^\[[^"]+\]\*\$)", value\)\)', values)
     allowed = re.compile(pattern.replace("\\\\", "\\"))

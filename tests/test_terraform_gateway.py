@@ -25,6 +25,9 @@ from .hcl_eval import Hcl
 from .terraform_config import TERRAFORM_DIR, first, load
 
 SL_DOMAIN = "0123456789abcdef.apic.ap-southeast-1.huaweicloudapis.com"
+DASHBOARD_BUCKET = "acme-iot-dashboard"
+AUTHORIZER_IDS = {"credential": "authorizer-credential", "ingest": "authorizer-ingest"}
+RESPONSE_ID = "response-authorizer"
 INGRESS_ADDRESS = "203.0.113.10"
 OWN_DOMAIN = "api.example.com"
 CERTIFICATE_ID = "5f2a9c0d1e2b4c7a9d8e6f1a2b3c4d5e"
@@ -55,7 +58,8 @@ def stack(tf, api_domain: str = "", api_certificate_id: str = "", **variables) -
     """An evaluator for the stack with these variable values (the rest: their defaults) and stand-ins
     for what only exists after apply (IDs, the debugging domain, publish IDs)."""
     values = {name: body.get("default") for name, body in tf.variables.items()}
-    values.update(api_domain=api_domain, api_certificate_id=api_certificate_id, **variables)
+    values.update(region="ap-southeast-1", api_domain=api_domain, api_certificate_id=api_certificate_id)
+    values.update(variables)
     functions = {
         name: {
             "app": "default",
@@ -72,6 +76,9 @@ def stack(tf, api_domain: str = "", api_certificate_id: str = "", **variables) -
         "huaweicloud_dms_kafka_instance": {"kafka": {"id": "kafka-1"}},
         "huaweicloud_rds_instance": {"db": {"id": "rds-1"}},
         "huaweicloud_smn_topic": {"alarms": {"topic_urn": "urn:smn:ap-southeast-1:p1:iot-alarms"}},
+        "huaweicloud_obs_bucket": {"dashboard": {"bucket": DASHBOARD_BUCKET}},
+        "huaweicloud_apig_custom_authorizer": {"api": {k: {"id": v} for k, v in AUTHORIZER_IDS.items()}},
+        "huaweicloud_apig_response": {"authorizer": {"id": RESPONSE_ID}},
     }
     hcl = Hcl(env, tf.locals)
     env["huaweicloud_apig_api_publishment"] = {
@@ -172,7 +179,8 @@ def test_every_api_calls_its_functions_live_alias_never_latest(tf):
 def test_every_api_is_bound_to_exactly_one_throttling_policy(tf):
     hcl = stack(tf)
     published = hcl.env["huaweicloud_apig_api_publishment"]["route"]
-    assert len(published) == len(app_routes())
+    preflights = {r.path for r in app_routes() if not r.public}  # an OPTIONS API each
+    assert len(published) == len(app_routes()) + len(preflights)
     policy = tf.resource("huaweicloud_apig_throttling_policy", "api")
     assert policy["for_each"] == "${var.api_throttling}"
     assert policy["type"] == "API-based" and policy["period"] == 1 and policy["period_unit"] == "MINUTE"
@@ -239,12 +247,12 @@ def test_every_alarm_watches_a_documented_metric_of_this_stack_and_notifies_the_
         assert alarm["filter"] in CES_FILTERS and alarm["level"] in {1, 2, 3, 4}
         assert 0 < len(alarm["description"]) <= 256
         monitored[key] = hcl.eval(alarm["values"])
-    names = ("ingest", "consumer", "query", "dashboard", "maintenance")
-    functions = {name: f"default-iot-{name}" for name in names}
+    functions = {name: f"default-iot-{name}" for name in function_names()}
     assert monitored["consumer_failures"] == [functions["consumer"]]
     assert monitored["maintenance_failures"] == [functions["maintenance"]]
+    # Every function a request waits for: the authorizer runs before each one that needs a credential.
     assert sorted(monitored["http_function_errors"]) == sorted(
-        functions[n] for n in ("ingest", "query", "dashboard")
+        functions[n] for n in ("ingest", "query", "dashboard", "authorizer")
     )
     assert sorted(monitored["function_throttles"]) == sorted(functions.values())
     assert monitored["kafka_backlog"] == ["kafka-1"]
@@ -313,10 +321,12 @@ def test_every_gateway_and_alarm_variable_is_typed_described_and_validated(tf):
 def test_the_evaluator_derives_the_same_api_keys_as_the_route_table_rule(tf):
     """apig.tf keys each API by function, method and path; the evaluator's keys must be those."""
     keys = set(stack(tf).local("apis"))
+    routes = [(r.function, r.method, r.path) for r in app_routes()]
+    routes += [(r.function, "OPTIONS", r.path) for r in app_routes() if not r.public]
     expected = {
-        f"{r.function}_{r.method.lower()}_"
-        + ("root" if r.path == "/" else re.sub(r"[^0-9A-Za-z]+", "_", r.path).strip("_"))
-        for r in app_routes()
+        f"{function}_{method.lower()}_"
+        + ("root" if path == "/" else re.sub(r"[^0-9A-Za-z]+", "_", path).strip("_"))
+        for function, method, path in routes
     }
     assert keys == expected
 
@@ -335,6 +345,10 @@ def test_the_evaluator_derives_the_same_api_keys_as_the_route_table_rule(tf):
         # the condition decides first: a value for an item it leaves out is never looked up
         ('${{for k in ["a", "b"] : k => {a = 1}[k] if k == "a"}}', {"a": 1}),
         ('${concat(["a"], [], ["b", "c"])}', ["a", "b", "c"]),
+        ('${distinct(["b", "a", "b"])}', ["b", "a"]),
+        ('${join(",", ["a", "b"])}', "a,b"),
+        ('${jsonencode({b = "<$x>", a = 1})}', '{"a":1,"b":"\\u003c$x\\u003e"}'),
+        ("${[for x in [1, 2] : x][1]}", 2),
     ],
 )
 def test_the_evaluator_computes_what_terraform_computes(expression, value):

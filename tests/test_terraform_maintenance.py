@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -23,56 +22,12 @@ from common.settings import FUNCTION_SETTINGS
 from deploy.fgclient import READ_TIMEOUT_SECONDS
 from functions import load_function
 
-from .terraform_config import TERRAFORM_DIR, expression, load
-
-# Values for the variables without a default, valid for their validations.
-REQUIRED = {
-    "region": "ap-southeast-1",
-    "obs_bucket_prefix": "acme-iot-test",
-    "db_root_password": "Root-pass-1",
-    "db_password": "Service-pass-1",
-    "redis_password": "Redis-pass-1",
-    "kafka_sasl_password": "",
-}
+from .terraform_config import TERRAFORM_DIR, Terraform, expression, load
 
 
 @pytest.fixture(scope="module")
 def tf():
     return load(TERRAFORM_DIR)
-
-
-class Terraform:
-    """variables.tf plus chosen locals and outputs, applied by the terraform binary (no provider)."""
-
-    def __init__(self, binary: str, workdir: Path, locals_: dict[str, str], outputs: dict[str, str]):
-        self.binary, self.workdir = binary, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(TERRAFORM_DIR / "variables.tf", workdir / "variables.tf")
-        lines = ["locals {", *(f"  {name} = {text}" for name, text in locals_.items()), "}"]
-        lines += [f'output "{name}" {{\n  value = {text}\n}}' for name, text in outputs.items()]
-        (workdir / "check.tf").write_text("\n".join(lines) + "\n")
-
-    def apply(self, **variables) -> tuple[bool, dict, str]:
-        """(whether every validation passed, the outputs, Terraform's complaint)."""
-        values = {**REQUIRED, **variables}
-        args = [arg for name, value in values.items() for arg in ("-var", f"{name}={_hcl_value(value)}")]
-        applied = self._run("apply", "-auto-approve", "-input=false", "-no-color", *args)
-        if applied.returncode != 0:
-            return False, {}, " ".join((applied.stderr or applied.stdout).split())
-        shown = self._run("output", "-json", "-no-color")
-        assert shown.returncode == 0, shown.stderr
-        return True, {name: item["value"] for name, item in json.loads(shown.stdout).items()}, ""
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [self.binary, *args], cwd=self.workdir, capture_output=True, text=True, timeout=60
-        )
-
-
-def _hcl_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _bare(text: str) -> str:
@@ -113,7 +68,7 @@ def test_the_maintenance_function_is_deployed_like_the_others_with_its_own_setti
     assert FUNCTION_SETTINGS["maintenance"] >= {"RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS", "DB_PASSWORD"}
     assert not {name for name in FUNCTION_SETTINGS["maintenance"] if name.startswith(("KAFKA_", "REDIS_"))}
     assert tf.locals["function_settings"]["maintenance"] == (
-        '${concat(local.database_settings, local.retention_settings, ["LOG_LEVEL"])}'
+        '${concat(local.db_owner_settings, local.retention_settings, ["LOG_LEVEL"])}'
     )
 
 

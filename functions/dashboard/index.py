@@ -1,8 +1,9 @@
 """Dashboard function: the static dashboard (the same files can be served from OBS).
 
 Routes: ``/`` (overview), ``/device/{device_id}`` and ``/device.html?id=`` (device page: the second
-form is the one that also exists on an OBS static website), ``/static/{name}`` (assets). The key
-layout for OBS is in docs/dashboard.md and scripts/dashboard_site.py.
+form is the one that also exists on an OBS static website), ``/static/{name}`` (assets). Every answer,
+errors included, carries the security headers (Content-Security-Policy and others: common/static_site.py).
+The key layout for OBS is in docs/dashboard.md and scripts/dashboard_site.py.
 """
 
 from pathlib import Path
@@ -13,10 +14,10 @@ from common.static_site import StaticSite
 
 site = StaticSite(Path(__file__).parent / "static")
 app = Router()
-app.get("/")(site.page)
-app.get("/device/{device_id}")(site.device_page)
-app.get("/device.html")(site.device_page)  # the device page's name on an OBS static website
-app.get("/static/{name}")(site.asset)
+app.get("/", public=True)(site.page)
+app.get("/device/{device_id}", public=True)(site.device_page)
+app.get("/device.html", public=True)(site.device_page)  # the device page's name on an OBS static website
+app.get("/static/{name}", public=True)(site.asset)
 
 
 def initializer(context):
@@ -24,4 +25,4 @@ def initializer(context):
 
 
 def handler(event, context):
-    return app.resolve(event, context)
+    return site.secure(app.resolve(event, context))

@@ -4,9 +4,9 @@ from common import query, runtime
 from common.router import Router
 
 app = Router()
-app.get("/health")(query.health)
+app.get("/health", public=True)(query.health)
 app.get("/ready")(query.readiness)
-app.get("/openapi.json")(query.openapi_document)
+app.get("/openapi.json", public=True)(query.openapi_document)
 app.get("/api/devices")(query.list_devices)
 app.get("/api/stats")(query.stats)
 app.get("/api/device/{device_id}/latest")(query.device_latest)

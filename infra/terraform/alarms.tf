@@ -69,13 +69,13 @@ locals {
       values      = [local.function_metric_ids["maintenance"]]
     }
     http_function_errors = {
-      description = "Ingest, query or dashboard invocations failed outright (timeout, crash, initializer failure). Handled errors are answered as JSON and do not count."
+      description = "Ingest, query, dashboard or authorizer invocations failed outright (timeout, crash, initializer failure). Handled errors are answered as JSON and do not count; a failing authorizer makes APIG answer 503 to every request that needs a credential."
       namespace   = "SYS.FunctionGraph"
       metric      = "failcount"
       filter      = "sum"
       level       = 2
       dimension   = "package-functionname"
-      values      = [for name in ["ingest", "query", "dashboard"] : local.function_metric_ids[name]]
+      values      = [for name in ["ingest", "query", "dashboard", "authorizer"] : local.function_metric_ids[name]]
     }
     function_throttles = {
       description = "FunctionGraph refused invocations: a function is at its max_instances (var.functions) or the account's concurrency quota."

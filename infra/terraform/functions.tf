@@ -1,7 +1,8 @@
-# The five FunctionGraph functions, in the VPC, with the common/ layer as a dependency, initializers
-# and the settings each one reads; the alias `live` that all traffic goes to; the consumer's Kafka
-# trigger (on that alias, enabled on the first apply) and its async retry policy; the maintenance
-# function's timer (on that alias too).
+# The six FunctionGraph functions (ingest, query, dashboard, the authorizer APIG asks first, consumer,
+# maintenance), in the VPC, with the common/ layer as a dependency, initializers and the settings each
+# one reads; the alias `live` that all traffic goes to; the consumer's Kafka trigger (on that alias,
+# enabled on the first apply) and its async retry policy; the maintenance function's timer (on that
+# alias too).
 #
 # Code ownership: Terraform creates each function with the code in dist/ (run `make package` first)
 # and publishes it as version v1 with the alias `live` on it. After that, `make deploy`

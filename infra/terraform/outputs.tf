@@ -25,7 +25,7 @@ output "alarm_topic_urn" {
 
 output "dashboard_url" {
   description = "The dashboard as an OBS static website (its config.js points at api_url)."
-  value       = "https://${huaweicloud_obs_bucket.dashboard.bucket}.obs-website.${var.region}.myhuaweicloud.com/"
+  value       = "${local.dashboard_origin}/"
 }
 
 output "dashboard_function_url" {

@@ -25,6 +25,9 @@ resource "huaweicloud_obs_bucket" "dashboard" {
 }
 
 locals {
+  # Where the site answers: an origin of its own, so its pages call the API across origins (CORS).
+  dashboard_origin = "https://${huaweicloud_obs_bucket.dashboard.bucket}.obs-website.${var.region}.myhuaweicloud.com"
+
   static_dir   = abspath("${path.module}/../../functions/dashboard/static")
   static_files = setsubtract(fileset(local.static_dir, "**"), ["config.js"])
   site_pages   = fileset(local.static_dir, "*.html") # also at the site root: /, /device.html
@@ -39,8 +42,9 @@ locals {
     svg  = "image/svg+xml"
     txt  = "text/plain; charset=utf-8"
   }
-  config_js   = file("${local.static_dir}/config.js")
-  api_pattern = "/apiBase:\\s*\"[^\"]*\"/"
+  config_js    = file("${local.static_dir}/config.js")
+  connect_self = "connect-src 'self'"
+  api_pattern  = "/apiBase:\\s*\"[^\"]*\"/"
 }
 
 resource "huaweicloud_obs_bucket_object" "static" {
@@ -57,12 +61,20 @@ resource "huaweicloud_obs_bucket_object" "static" {
 resource "huaweicloud_obs_bucket_object" "pages" {
   for_each = local.site_pages
 
-  bucket       = huaweicloud_obs_bucket.dashboard.bucket
-  key          = each.value
-  source       = "${local.static_dir}/${each.value}"
-  etag         = filemd5("${local.static_dir}/${each.value}")
+  bucket = huaweicloud_obs_bucket.dashboard.bucket
+  key    = each.value
+  # A website sends no headers: the page's Content-Security-Policy meta must allow the API's origin
+  # (the same replacement scripts/dashboard_site.py makes, and common/static_site.py when serving).
+  content      = replace(file("${local.static_dir}/${each.value}"), local.connect_self, "${local.connect_self} ${local.api_url}")
   content_type = local.content_types.html
   acl          = "public-read"
+
+  lifecycle {
+    precondition {
+      condition     = length(split(local.connect_self, file("${local.static_dir}/${each.value}"))) == 2
+      error_message = "functions/dashboard/static/${each.value} needs exactly one connect-src 'self' in its Content-Security-Policy meta."
+    }
+  }
 }
 
 resource "huaweicloud_obs_bucket_object" "config" {

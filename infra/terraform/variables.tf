@@ -97,11 +97,15 @@ variable "functions" {
     # one finds the advisory lock taken and skips). 120 s stays below the 180 s the deploy tool
     # waits for a synchronous invocation, so its smoke test sees a slow pass time out, not hang.
     maintenance = { memory_size = 256, timeout = 120, initializer_timeout = 60, max_instances = 2 }
+    # APIG's custom authorizer: called before every ingest request and every uncached read, so it may
+    # run as often as ingest and query together. It answers from its cache or one indexed lookup; APIG
+    # waits only a few seconds for an authorizer (docs/functiongraph.md, section 8).
+    authorizer = { memory_size = 256, timeout = 5, initializer_timeout = 30, max_instances = 150 }
   }
 
   validation {
-    condition     = sort(keys(var.functions)) == sort(["consumer", "dashboard", "ingest", "maintenance", "query"])
-    error_message = "functions must have exactly the keys ingest, consumer, query, dashboard and maintenance."
+    condition     = sort(keys(var.functions)) == sort(["authorizer", "consumer", "dashboard", "ingest", "maintenance", "query"])
+    error_message = "functions must have exactly the keys ingest, consumer, query, dashboard, maintenance and authorizer."
   }
 
   validation {
@@ -224,6 +228,44 @@ variable "db_user" {
   }
 }
 
+variable "db_reader_user" {
+  description = "DB_READER_USER: the read-only PostgreSQL account (created; the migrations grant it SELECT). Every read and the authorizer connect as it."
+  type        = string
+  default     = "iot_reader"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.db_reader_user)) && !startswith(var.db_reader_user, "pg") && !contains(["root", "rdsadmin"], var.db_reader_user)
+    error_message = "db_reader_user must be a lower-case identifier, not root and not starting with pg."
+  }
+}
+
+variable "db_writer_user" {
+  description = "DB_WRITER_USER: the PostgreSQL account the query function writes as (created; the migrations grant it its rights)."
+  type        = string
+  default     = "iot_writer"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.db_writer_user)) && !startswith(var.db_writer_user, "pg") && !contains(["root", "rdsadmin"], var.db_writer_user)
+    error_message = "db_writer_user must be a lower-case identifier, not root and not starting with pg."
+  }
+
+  validation {
+    condition     = length(distinct([var.db_user, var.db_reader_user, var.db_writer_user])) == 3
+    error_message = "db_user, db_reader_user and db_writer_user must be three different accounts: each has its own rights."
+  }
+}
+
+variable "db_read_timeout_ms" {
+  description = "DB_READ_TIMEOUT_MS: the reader account's statement timeout; no read holds a connection longer."
+  type        = number
+  default     = 5000
+
+  validation {
+    condition     = var.db_read_timeout_ms >= 100 && var.db_read_timeout_ms <= 60000 && floor(var.db_read_timeout_ms) == var.db_read_timeout_ms
+    error_message = "db_read_timeout_ms must be a whole number of milliseconds between 100 and 60000."
+  }
+}
+
 variable "db_pool_size" {
   description = "DB_POOL_SIZE: PostgreSQL connections per function instance (an instance serves one request at a time; the consumer stores a batch of 4,000 readings or more as two parts at once, on two connections)."
   type        = number
@@ -292,19 +334,38 @@ variable "demo_mode" {
 }
 
 variable "auth_enabled" {
-  description = "AUTH_ENABLED: ingest requires device, gateway or admin tokens."
+  description = "AUTH_ENABLED: every route but /health, /openapi.json and the dashboard's files needs a credential (device or gateway token, read key, admin token), checked by APIG's custom authorizer and again by the function. false: no API uses the authorizer and anyone may send and read."
   type        = bool
   default     = true
 }
 
 variable "auth_cache_seconds" {
-  description = "AUTH_CACHE_SECONDS: how long a function instance caches a token lookup."
+  description = "AUTH_CACHE_SECONDS: how long a function instance remembers a credential lookup. A revoked credential stops working within apig_authorizer_cache_seconds + this, which may be at most 60."
   type        = number
-  default     = 60
+  default     = 30
 
   validation {
-    condition     = var.auth_cache_seconds >= 0 && var.auth_cache_seconds <= 3600
-    error_message = "auth_cache_seconds must be between 0 and 3600."
+    condition     = var.auth_cache_seconds >= 0 && var.auth_cache_seconds <= 60 && floor(var.auth_cache_seconds) == var.auth_cache_seconds
+    error_message = "auth_cache_seconds must be a whole number of seconds between 0 and 60."
+  }
+}
+
+variable "apig_authorizer_cache_seconds" {
+  description = "How long APIG keeps the custom authorizer's answer for one Authorization header value (cache_age; 0: asks the authorizer every time). Ingest's authorizer keeps nothing (docs/functiongraph.md, section 8). A revoked credential stops working within this + auth_cache_seconds, which may be at most 60."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.apig_authorizer_cache_seconds >= 0 && var.apig_authorizer_cache_seconds <= 60 && floor(var.apig_authorizer_cache_seconds) == var.apig_authorizer_cache_seconds
+    error_message = "apig_authorizer_cache_seconds must be a whole number of seconds between 0 and 60."
+  }
+
+  # Revocation takes effect everywhere within a minute: APIG may answer from its cache for this long,
+  # then a function instance from its own for auth_cache_seconds. (Terraform 1.9+: a validation that
+  # reads another variable.)
+  validation {
+    condition     = var.apig_authorizer_cache_seconds + var.auth_cache_seconds <= 60
+    error_message = "apig_authorizer_cache_seconds + auth_cache_seconds must be at most 60: a revoked credential must stop working within a minute."
   }
 }
 

@@ -1,5 +1,7 @@
 terraform {
-  required_version = ">= 1.6.0" # backend.tf.example's s3 `endpoints`; replace_triggered_by (1.2)
+  # 1.9: variables.tf's validation of the two auth caches together reads two variables; 1.6:
+  # backend.tf.example's s3 `endpoints`; 1.2: replace_triggered_by.
+  required_version = ">= 1.9.0"
 
   required_providers {
     # tests/test_terraform_schema.py checks every block against the schema of provider v1.97.1
@@ -8,6 +10,11 @@ terraform {
     huaweicloud = {
       source  = "huaweicloud/huaweicloud"
       version = "~> 1.97.1"
+    }
+    # The generated secrets (secrets.tf).
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
     }
   }
 }

@@ -176,20 +176,211 @@
     return config.apiBase + path;
   }
 
-  // Plain GETs with only an Accept header: "simple" CORS requests, so no preflight is needed when the
-  // pages come from another origin (an OBS website calling APIG). ``target`` is an API path or, for a
-  // link the API gave, an absolute URL.
-  async function fetchApi(target, accept, signal) {
+  // ---- signing in -------------------------------------------------------------------------------
+  // With auth on, the API answers 401 to a request without a valid credential. The page then asks for
+  // a read key in a form of its own and keeps it in sessionStorage: this tab only, until it is closed
+  // or signs out; never localStorage (it would outlive the session), never the URL (it would end up in
+  // the history and in logs). Every request carries it as "Authorization: Bearer <key>", and a request
+  // refused with 401 waits for a key and is sent again, so nothing that failed has to be redone by hand.
+  // With auth off nothing answers 401: no form, no "Sign out".
+  const KEY_ITEM = "iotDashboard.readKey";
+  const SIGNED_OUT_ITEM = "iotDashboard.signedOut"; // survives the reload that signing out does
+  const KEY_SHAPE = /^iot_[A-Za-z0-9_-]{43}$/; // what `python -m local.tokens read` prints
+  const auth = { memoryKey: null, waiting: null, form: null, signedOut: false };
+
+  function session() {
+    try {
+      return window.sessionStorage; // null or throwing where storage is disabled
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function storedKey() {
+    const storage = session();
+    return storage ? storage.getItem(KEY_ITEM) : auth.memoryKey;
+  }
+
+  function storeKey(key) {
+    const storage = session();
+    if (!storage) auth.memoryKey = key;
+    else if (key == null) storage.removeItem(KEY_ITEM);
+    else storage.setItem(KEY_ITEM, key);
+  }
+
+  (function rememberSigningOut() {
+    const storage = session();
+    if (storage && storage.getItem(SIGNED_OUT_ITEM)) {
+      auth.signedOut = true;
+      storage.removeItem(SIGNED_OUT_ITEM);
+    }
+  })();
+
+  function signOutButton() {
+    let button = document.getElementById("sign-out");
+    if (!button) {
+      const bar = document.querySelector(".topbar");
+      if (!bar) return null;
+      button = element("button", { type: "button", id: "sign-out", class: "button button-quiet sign-out", hidden: true }, "Sign out");
+      button.addEventListener("click", signOut);
+      bar.append(button);
+    }
+    return button;
+  }
+
+  function showSignOut() {
+    const button = signOutButton();
+    if (button) button.hidden = storedKey() == null;
+  }
+
+  // Forgets the key and starts the page again: nothing read with the key stays on screen or in memory,
+  // and the first request asks for a key anew.
+  function signOut() {
+    storeKey(null);
+    const storage = session();
+    if (storage) storage.setItem(SIGNED_OUT_ITEM, "1");
+    window.location.reload();
+  }
+
+  function signInForm() {
+    if (auth.form) return auth.form;
+    const input = element("input", {
+      type: "password",
+      id: "sign-in-key",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "iot_…",
+      "aria-describedby": "sign-in-reason sign-in-error",
+    });
+    const error = element("p", { id: "sign-in-error", class: "sign-in-error error-text", role: "alert", hidden: true });
+    // No name on the input and no action on the form: the key is never part of a form submission.
+    const form = element(
+      "form",
+      { id: "sign-in", class: "panel sign-in", novalidate: true, hidden: true },
+      element("h2", { text: "Sign in" }),
+      element("p", { id: "sign-in-reason", class: "sign-in-reason" }),
+      element(
+        "div",
+        { class: "sign-in-row" },
+        element("label", { class: "sign-in-field" }, element("span", { class: "control-label", text: "Read key" }), input),
+        element("button", { type: "submit", class: "button", id: "sign-in-submit" }, "Sign in"),
+      ),
+      error,
+      element(
+        "p",
+        { class: "muted sign-in-note" },
+        "The key stays in this browser tab (session storage) until you close it or sign out, and goes to " +
+          describeApi() + " with each request. An operator creates one with ",
+        element("code", { text: "python -m local.tokens read NAME" }),
+        ".",
+      ),
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = input.value.trim();
+      const problem = !key
+        ? "Enter a read key."
+        : !KEY_SHAPE.test(key)
+          ? "That is not a key: a key is iot_ followed by 43 letters, digits, - or _."
+          : "";
+      error.textContent = problem;
+      error.hidden = !problem;
+      if (problem) return;
+      input.value = "";
+      storeKey(key);
+      signedIn();
+    });
+    const main = document.querySelector("main") || document.body;
+    main.prepend(form);
+    auth.form = form;
+    return form;
+  }
+
+  // The reason the form gives: "needed" (no key yet), "refused" (the key this tab had was refused).
+  function askForKey(reason) {
+    const form = signInForm();
+    const text =
+      reason === "refused"
+        ? "The API refused the key this tab was using: it has been revoked, or it is not a valid key. Enter another one."
+        : auth.signedOut
+          ? "Signed out. Enter a read key to see the devices again."
+          : "The API at " + describeApi() + " asks for a read key before it shows any device.";
+    setText(document.getElementById("sign-in-reason"), text);
+    document.body.classList.add("signing-in");
+    const banner = document.getElementById("error-banner");
+    if (banner) banner.hidden = true;
+    const pill = document.getElementById("connection");
+    if (pill) {
+      pill.className = "connection connection-auth";
+      pill.dataset.state = "auth";
+      setText(pill, "Sign-in needed");
+    }
+    showSignOut();
+    if (form.hidden) {
+      form.hidden = false;
+      document.getElementById("sign-in-key").focus();
+    }
+    if (!auth.waiting) {
+      let resolve;
+      const promise = new Promise((done) => (resolve = done));
+      auth.waiting = { promise, resolve };
+    }
+    return auth.waiting.promise;
+  }
+
+  function signedIn() {
+    auth.signedOut = false;
+    auth.form.hidden = true;
+    document.body.classList.remove("signing-in");
+    const pill = document.getElementById("connection");
+    if (pill && pill.dataset.state === "auth") {
+      pill.className = "connection";
+      pill.dataset.state = "loading";
+      setText(pill, "Connecting…");
+    }
+    showSignOut();
+    const waiting = auth.waiting;
+    auth.waiting = null;
+    if (waiting) waiting.resolve();
+  }
+
+  // A request sent with ``usedKey`` was answered 401: resolves once there is a key to try (at once when
+  // a new one was given meanwhile), rejects when ``signal`` cancels the request. Requests refused
+  // together (the overview's devices and counts, the device page's charts) wait on the same form, and
+  // the first one says why.
+  function keyRefused(usedKey, signal) {
+    const current = storedKey();
+    if (current != null && current !== usedKey) return Promise.resolve();
+    let waiting;
+    if (auth.waiting) waiting = auth.waiting.promise;
+    else {
+      if (usedKey != null) storeKey(null);
+      waiting = askForKey(usedKey != null ? "refused" : "needed");
+    }
+    if (!signal) return waiting;
+    return new Promise((resolve, reject) => {
+      const cancel = () => reject(new ApiError("cancelled", 0));
+      if (signal.aborted) return cancel();
+      signal.addEventListener("abort", cancel, { once: true });
+      waiting.then(() => {
+        signal.removeEventListener("abort", cancel);
+        resolve();
+      });
+    });
+  }
+
+  // One request: GET with an Accept header and, once the reader has signed in, the key. Without a key
+  // the request is a "simple" CORS request (no preflight); with one, a page on another origin (an OBS
+  // website calling APIG) makes the browser ask first with OPTIONS, which the API answers.
+  async function fetchOnce(url, accept, key, signal) {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(), 15000);
     const cancel = () => controller.abort();
     if (signal) signal.addEventListener("abort", cancel);
+    const headers = { Accept: accept };
+    if (key != null) headers.Authorization = "Bearer " + key;
     try {
-      return await fetch(/^https?:/.test(target) ? target : apiUrl(target), {
-        headers: { Accept: accept },
-        cache: "no-store",
-        signal: controller.signal,
-      });
+      return await fetch(url, { headers, cache: "no-store", signal: controller.signal });
     } catch (error) {
       if (signal && signal.aborted) throw new ApiError("cancelled", 0);
       throw new ApiError(
@@ -199,6 +390,21 @@
     } finally {
       clearTimeout(timeout);
       if (signal) signal.removeEventListener("abort", cancel);
+    }
+  }
+
+  // ``target`` is an API path or, for a link the API gave, an absolute URL. A 401 asks for a key (see
+  // above) and sends the request again with it; every other answer goes to the caller.
+  async function fetchApi(target, accept, signal) {
+    const url = /^https?:/.test(target) ? target : apiUrl(target);
+    for (;;) {
+      const key = storedKey();
+      const response = await fetchOnce(url, accept, key, signal);
+      if (response.status !== 401) {
+        if (key != null) showSignOut();
+        return response;
+      }
+      await keyRefused(key, signal);
     }
   }
 

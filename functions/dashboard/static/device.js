@@ -340,10 +340,11 @@
       try {
         latest = await D.getJson(base + "/latest");
       } catch (error) {
-        if (error.status !== 404) throw error;
+        if (error.status !== 404 && error.status !== 403) throw error;
         latest = null;
         for (const metric of Object.keys(series)) delete series[metric];
-        showNotFound();
+        if (error.status === 403) showForbidden();
+        else showNotFound();
         return;
       }
       refreshes += 1;
@@ -389,6 +390,22 @@
           D.config.refreshSeconds + " s; the ",
         D.element("a", { href: "/" }, "overview"),
         " lists the devices that have reported.",
+      );
+      notFound.hidden = false;
+    }
+
+    // The key signed in with may read other devices, not this one (the API says the same whether or
+    // not the device exists).
+    function showForbidden() {
+      loading.hidden = true;
+      content.hidden = true;
+      document.getElementById("device-status").hidden = true;
+      document.getElementById("device-last").textContent = "";
+      notFound.replaceChildren(
+        D.element("strong", { text: "This key may not read device “" + deviceId + "”. " }),
+        "Sign out and sign in with a key that covers it, or go back to the ",
+        D.element("a", { href: "/" }, "overview"),
+        ", which lists the devices this key may read.",
       );
       notFound.hidden = false;
     }
@@ -855,4 +872,6 @@
 
     poller = D.poll(load);
   };
+
+  D.device(D.deviceIdFromLocation()); // the page's scripts come last in <body> (no inline script)
 })();

@@ -323,4 +323,6 @@
 
     D.poll(load);
   };
+
+  D.overview(); // the page's scripts come last in <body>: the elements are there (no inline script)
 })();

@@ -11,14 +11,17 @@ locals {
   # The first-boot script, rendered here and run once per instance by cloud-init. With a domain it also
   # carries Caddy's configuration and the compose file that adds Caddy to the stack.
   user_data = templatefile("${path.module}/cloud-init.sh.tftpl", {
-    repository_url = var.repository_url
-    git_ref        = var.git_ref
-    domain         = var.domain
-    site_url       = local.site_url
-    data_volume_id = huaweicloud_evs_volume.data.id
-    db_password    = random_password.db.result
-    app_settings   = join("\n", [for name, value in var.app_settings : "${name}=${value}"])
-    caddyfile      = var.domain != "" ? templatefile("${path.module}/Caddyfile.tftpl", { domain = var.domain }) : ""
-    proxy_compose  = var.domain != "" ? file("${path.module}/compose.proxy.yml") : ""
+    repository_url      = var.repository_url
+    git_ref             = var.git_ref
+    domain              = var.domain
+    site_url            = local.site_url
+    data_volume_id      = huaweicloud_evs_volume.data.id
+    db_password         = random_password.db.result
+    db_reader_password  = random_password.db_reader.result
+    db_writer_password  = random_password.db_writer.result
+    auth_context_secret = random_password.auth_context.result
+    app_settings        = join("\n", [for name, value in var.app_settings : "${name}=${value}"])
+    caddyfile           = var.domain != "" ? templatefile("${path.module}/Caddyfile.tftpl", { domain = var.domain }) : ""
+    proxy_compose       = var.domain != "" ? file("${path.module}/compose.proxy.yml") : ""
   })
 }

@@ -73,13 +73,13 @@ variable "domain" {
 }
 
 variable "app_settings" {
-  description = "Extra settings for the service's .env (README's Configuration table), e.g. { LOG_LEVEL = \"DEBUG\", SHIM_WORKERS = \"4\" }. The rest keep docker-compose.yml's defaults; auth stays on unless AUTH_ENABLED says otherwise."
+  description = "Extra settings for the service's .env (README's Configuration table), e.g. { LOG_LEVEL = \"DEBUG\", SHIM_WORKERS = \"4\" }. The rest keep docker-compose.yml's defaults; auth stays on unless AUTH_ENABLED says otherwise. The module sets the secrets and CORS_ORIGINS (the site's own URL) itself."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = alltrue([for name in keys(var.app_settings) : can(regex("^[A-Z][A-Z0-9_]*$", name)) && !contains(["DB_PASSWORD", "HTTP_PORT"], name) && !startswith(name, "COMPOSE_")])
-    error_message = "app_settings names must be UPPER_CASE, and not DB_PASSWORD, HTTP_PORT or COMPOSE_*: the module sets those."
+    condition     = alltrue([for name in keys(var.app_settings) : can(regex("^[A-Z][A-Z0-9_]*$", name)) && !contains(["DB_PASSWORD", "DB_READER_PASSWORD", "DB_WRITER_PASSWORD", "AUTH_CONTEXT_SECRET", "CORS_ORIGINS", "HTTP_PORT"], name) && !startswith(name, "COMPOSE_")])
+    error_message = "app_settings names must be UPPER_CASE, and not DB_PASSWORD, DB_READER_PASSWORD, DB_WRITER_PASSWORD, AUTH_CONTEXT_SECRET, CORS_ORIGINS, HTTP_PORT or COMPOSE_*: the module sets those."
   }
 
   validation {
