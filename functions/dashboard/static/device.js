@@ -379,35 +379,35 @@
       if (poller) poller.now();
     }
 
-    function showNotFound() {
+    // In place of the device's data: why there is none, and where to go.
+    function showInstead(headline, ...explanation) {
       loading.hidden = true;
       content.hidden = true;
       document.getElementById("device-status").hidden = true;
       document.getElementById("device-last").textContent = "";
-      notFound.replaceChildren(
-        D.element("strong", { text: "No readings from “" + deviceId + "”. " }),
+      notFound.replaceChildren(D.element("strong", { text: headline }), ...explanation);
+      notFound.hidden = false;
+    }
+
+    function showNotFound() {
+      showInstead(
+        "No readings from “" + deviceId + "”. ",
         "The device has not reported yet, or its data was deleted. This page keeps checking every " +
           D.config.refreshSeconds + " s; the ",
         D.element("a", { href: "/" }, "overview"),
         " lists the devices that have reported.",
       );
-      notFound.hidden = false;
     }
 
     // The key signed in with may read other devices, not this one (the API says the same whether or
     // not the device exists).
     function showForbidden() {
-      loading.hidden = true;
-      content.hidden = true;
-      document.getElementById("device-status").hidden = true;
-      document.getElementById("device-last").textContent = "";
-      notFound.replaceChildren(
-        D.element("strong", { text: "This key may not read device “" + deviceId + "”. " }),
+      showInstead(
+        "This key may not read device “" + deviceId + "”. ",
         "Sign out and sign in with a key that covers it, or go back to the ",
         D.element("a", { href: "/" }, "overview"),
         ", which lists the devices this key may read.",
       );
-      notFound.hidden = false;
     }
 
     // ---- rendering ----------------------------------------------------------------------------------
