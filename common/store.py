@@ -552,6 +552,10 @@ class ReadingStore:
         its own transactions); a dead database becomes a 503."""
         return self._run(action)
 
+    def read(self, action: Callable[[psycopg.Connection], T]) -> T:
+        """``action(conn)`` on a pooled connection of the read-only role, under its statement timeout."""
+        return self._run(action, READER)
+
     def close(self) -> None:
         with self._pools_lock:
             pools, self._pools = self._pools, {}
