@@ -104,9 +104,12 @@ SELECT device_id, metric_type, date_bin('{width} seconds', bucket, timestamptz '
        sum(count)::bigint AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
        min(first_time) AS first_time, (array_agg(first_value ORDER BY first_time))[1] AS first_value,
        max(last_time) AS last_time, (array_agg(last_value ORDER BY last_time DESC))[1] AS last_value
-FROM finest
+FROM finest {where}
 GROUP BY 1, 2, 3
 """
+# A batch merges into the coarser levels only the finest buckets they already hold every reading of
+# (late data): the rest waits in the finest level for the maintenance pass to roll it up (ROLL_COARSER).
+_BELOW_COARSE = "WHERE bucket < (SELECT coarse_before FROM rollup_horizon)"
 _MERGE = """
 INSERT INTO {table} AS r
     (device_id, metric_type, bucket, count, sum, min, max, first_time, first_value, last_time, last_value)
@@ -131,27 +134,52 @@ WHERE device_id <> %(smoke)s
 GROUP BY 1 ORDER BY 1
 ON CONFLICT (day, shard) DO UPDATE SET readings = c.readings + excluded.readings
 """
-# While old data is backfilled, batches share this lock and the backfill takes it alone: a batch's
-# readings are rolled up either by the batch or by the backfill, never both and never neither.
+# Batches share this lock; the backfill of old data and the roll-up into the coarser levels take it
+# alone: a batch's readings are rolled up either by the batch or by maintenance, never both, never neither.
 ROLLUP_LOCK = 0x10770002
 _SINCE_HORIZON = "timestamp >= (SELECT complete_from FROM rollup_horizon)"
 
 
+def coarser_steps(where: str = _BELOW_COARSE) -> dict[str, str]:
+    """Steps that merge the ``finest`` rows (those ``where`` keeps) into each coarser rollup level."""
+    steps = {}
+    for level, (table, width) in enumerate(ROLLUPS[1:], start=1):
+        coarser_rows = _COARSER.format(width=int(width.total_seconds()), where=where)
+        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=coarser_rows) + ")"
+    return steps
+
+
 def rollup_steps(rows: str) -> dict[str, str]:
     """The steps of a statement (name -> body) that merge the readings of ``rows`` (what follows
-    FROM) into every rollup level and the day counts: the batch's, or a range's when rollups are
-    backfilled (common.maintenance). The finest level is aggregated from the readings once, the
-    coarser ones and the counts from its rows."""
-    (finest_table, finest_width), *coarser = ROLLUPS
-    steps = {
+    FROM) into the rollups and the day counts: the batch's, or a range's when rollups are backfilled
+    (common.maintenance). The finest level is aggregated from the readings once; the coarser levels
+    (where they are complete already) and the counts from its rows."""
+    finest_table, finest_width = ROLLUPS[0]
+    return {
         "finest": "(" + _FINEST.format(width=int(finest_width.total_seconds()), rows=rows) + ")",
         "level_0": "(" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
+        **coarser_steps(),
+        "counted": "(" + _COUNT + ")",
     }
-    for level, (table, width) in enumerate(coarser, start=1):
-        coarser_rows = _COARSER.format(width=int(width.total_seconds()))
-        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=coarser_rows) + ")"
-    steps["counted"] = "(" + _COUNT + ")"
-    return steps
+
+
+# The finest rollup rows of [from, to) that the coarser levels do not hold yet, found per series that
+# has had a reading since ``from`` (its latest value is that new): an index probe per active series.
+# The series list's ids are in "C" order, the rollups' in the database's: compare in the rollups'.
+_FINEST_TO_ROLL = """
+SELECT r.* FROM latest_reading s CROSS JOIN LATERAL (
+    SELECT * FROM {table} r
+    WHERE r.device_id = s.device_id COLLATE "default" AND r.metric_type = s.metric_type
+      AND r.bucket >= %(from)s AND r.bucket < %(to)s) AS r
+WHERE s.timestamp >= %(from)s
+"""
+
+
+def roll_coarser_statement() -> str:
+    """Merge the finest rollup rows of [%(from)s, %(to)s) into every coarser level (the caller holds
+    ROLLUP_LOCK alone and moves coarse_before to %(to)s in the same transaction)."""
+    steps = {"finest": "(" + _FINEST_TO_ROLL.format(table=ROLLUPS[0][0]) + ")", **coarser_steps(where="")}
+    return statement(steps, "SELECT (SELECT count(*) FROM finest)")
 
 
 def statement(steps: dict[str, str], answer: str) -> str:
@@ -222,7 +250,12 @@ WITH rows AS (
     SELECT bucket AS t, count, sum, min, max, first_time, first_value, last_time, last_value
     FROM {table}
     WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
-      AND bucket >= %(rollup_from)s AND bucket < %(rollup_to)s
+      AND bucket >= %(rollup_from)s AND bucket < %(coarse_to)s
+    UNION ALL
+    SELECT bucket, count, sum, min, max, first_time, first_value, last_time, last_value
+    FROM {finest}
+    WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
+      AND bucket >= %(fine_from)s AND bucket < %(rollup_to)s
     UNION ALL
     SELECT timestamp, 1, value, value, value, timestamp, value, timestamp, value FROM reading
     WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
@@ -276,17 +309,27 @@ WHERE l.device_id = ANY(ARRAY(SELECT device_id FROM page))
 GROUP BY l.device_id ORDER BY l.device_id
 """
 )
-# A scope's devices, and their readings today (UTC) from the day's rollup rows: one probe per device
-# and metric, where a scan of the day's rows would read the whole fleet's. The device list's ids are in
+# A scope's devices, and their readings today (UTC) from the day's rollup rows (the coarsest level as far
+# as it is rolled up, the finest after): probes per device and metric, where a scan of the day's rows
+# would read the whole fleet's. The device list's ids are in
 # "C" order, the rollups' in the database's: the probe must compare in the rollups' to use their key.
-_SCOPED_STATS = """
+_SCOPED_STATS = """,
+day AS (
+    SELECT date_trunc('day', now(), 'UTC') AS start, date_trunc('day', now(), 'UTC') + interval '1 day' AS end,
+           (SELECT coarse_before FROM rollup_horizon) AS coarse_before
+)
 SELECT (SELECT count(*) FROM scoped),
-       (SELECT coalesce(sum(today.readings), 0) FROM scoped CROSS JOIN LATERAL (
-            SELECT sum(r.count) AS readings FROM {table} r
+       (SELECT coalesce(sum(coalesce(coarse.readings, 0) + coalesce(fine.readings, 0)), 0)
+        FROM scoped CROSS JOIN day CROSS JOIN LATERAL (
+            SELECT sum(r.count) AS readings FROM {coarse} r
             WHERE r.device_id = scoped.device_id COLLATE "default"
               AND r.metric_type = ANY(%(metrics)s::metric_type[])
-              AND r.bucket >= date_trunc('day', now(), 'UTC')
-              AND r.bucket < date_trunc('day', now(), 'UTC') + interval '1 day') AS today)
+              AND r.bucket >= day.start AND r.bucket < least(day.end, day.coarse_before)) AS coarse
+        CROSS JOIN LATERAL (
+            SELECT sum(r.count) AS readings FROM {finest} r
+            WHERE r.device_id = scoped.device_id COLLATE "default"
+              AND r.metric_type = ANY(%(metrics)s::metric_type[])
+              AND r.bucket >= greatest(day.start, day.coarse_before) AND r.bucket < day.end) AS fine)
 """
 WILDCARDS = "*?"
 _WILDCARD = re.compile(r"[*?]")
@@ -358,13 +401,13 @@ class DeviceScope:
         return "SELECT device_id FROM (" + " UNION ".join(parts) + ") AS matched"
 
 
-def _floor(moment: datetime, width) -> datetime:
+def bucket_floor(moment: datetime, width) -> datetime:
     """``moment`` down to a multiple of ``width`` since the epoch (the rollups' buckets)."""
     return EPOCH + ((moment - EPOCH) // width) * width
 
 
 def _ceil(moment: datetime, width) -> datetime:
-    floor = _floor(moment, width)
+    floor = bucket_floor(moment, width)
     return floor if floor == moment else floor + width
 
 
@@ -602,7 +645,9 @@ class ReadingStore:
             if skip_stored:
                 conn.execute(_DROP_REPEATS)
                 conn.execute(_DROP_STORED)
-            since = "" if self._rollups_complete else self._share_rollups(conn)
+            # Shared with every batch; the maintenance pass takes it alone to move a rollup boundary.
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
+            since = "" if self._rollups_complete else self._since_horizon(conn)
             params = {"shard": random.randrange(COUNT_SHARDS), "smoke": SMOKE_DEVICE_ID}
             stored, moved = conn.execute(store_statement(since), params).fetchone()
             return StoreResult(stored, len(readings) - stored, moved)
@@ -628,16 +673,15 @@ class ReadingStore:
 
         return self._run(store)
 
-    def _share_rollups(self, conn: psycopg.Connection) -> str:
-        """While rollups are backfilled below the horizon: take the shared lock and roll up only the
-        readings at or after it. Once complete, nothing is ever backfilled again (remembered)."""
+    def _since_horizon(self, conn: psycopg.Connection) -> str:
+        """While rollups are backfilled below the horizon: roll up only the readings at or after it.
+        Once complete, nothing is ever backfilled again (remembered)."""
         (complete,) = conn.execute(
             "SELECT complete_from = '-infinity'::timestamptz FROM rollup_horizon"
         ).fetchone()
         if complete:
             self._rollups_complete = True
             return ""
-        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ROLLUP_LOCK,))
         return _SINCE_HORIZON
 
     def reject(self, rejected: Iterable[tuple[str, str, str]]) -> int:
@@ -775,7 +819,8 @@ class ReadingStore:
         caller can tell apart the two passes of a repeated hour (common.series).
 
         Reads the rollup ``ROLLUPS[level]`` for the whole buckets of that width inside the range at or
-        after the rollup horizon, and raw readings for the rest (the edges, and data not yet rolled up)."""
+        after the rollup horizon (a coarser level only as far as it is rolled up, the finest level from
+        there), and raw readings for the rest (the edges, and data not yet rolled up)."""
         table, width = ROLLUPS[level]
         params = {
             "device": device_id,
@@ -788,16 +833,19 @@ class ReadingStore:
         }
 
         def query(conn: psycopg.Connection) -> list[tuple]:
-            (horizon,) = conn.execute(
-                "SELECT greatest(complete_from, %(start)s) FROM rollup_horizon", params
+            horizon, coarse_before = conn.execute(
+                "SELECT greatest(complete_from, %(start)s), coarse_before FROM rollup_horizon", params
             ).fetchone()
             first = _ceil(horizon, width)
-            last = _floor(end, width)
+            last = bucket_floor(end, width)
             if first >= last:
                 first = last = end  # nothing whole: raw readings answer all of it
+            # A coarser level holds the buckets before coarse_before; the finest answers the rest.
+            split = last if level == 0 else min(max(coarse_before, first), last)
+            bounds = {"rollup_from": first, "rollup_to": last, "coarse_to": split, "fine_from": split}
             try:
                 return conn.execute(
-                    _SERIES.format(table=table), {**params, "rollup_from": first, "rollup_to": last}
+                    _SERIES.format(table=table, finest=ROLLUPS[0][0]), {**params, **bounds}
                 ).fetchall()
             except psycopg.errors.InvalidParameterValue as error:
                 # A zone this Python knows (tzdata) but the database's zone data does not yet.
@@ -846,7 +894,9 @@ class ReadingStore:
         scoped = matcher.select(params)
         if scoped is None:
             return {"devices": 0, "readings_today": 0, "rejected_messages": None}
-        statement = f"WITH scoped AS MATERIALIZED ({scoped})" + _SCOPED_STATS.format(table=ROLLUPS[-1][0])
+        statement = f"WITH scoped AS MATERIALIZED ({scoped})" + _SCOPED_STATS.format(
+            coarse=ROLLUPS[-1][0], finest=ROLLUPS[0][0]
+        )
         devices, today = self._run(lambda conn: conn.execute(statement, params).fetchone(), READER)
         return {"devices": devices, "readings_today": int(today), "rejected_messages": None}
 

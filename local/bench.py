@@ -232,14 +232,16 @@ def call_many(
     return time.perf_counter() - started, calls
 
 
-def readings_for(prefix: str, count: int, devices: int, offset_seconds: int = 0) -> list[dict]:
+def readings_for(
+    prefix: str, count: int, devices: int, offset_seconds: int = 0, base: datetime = BASE_TIME
+) -> list[dict]:
     """Distinct readings spread over devices and metrics, one second apart per series."""
     readings = []
     for n in range(count):
         device = n % devices
         metric = METRICS[(n // devices) % len(METRICS)]
         step = n // (devices * len(METRICS))
-        moment = BASE_TIME + timedelta(seconds=offset_seconds + step)
+        moment = base + timedelta(seconds=offset_seconds + step)
         readings.append(
             {
                 "device_id": f"{prefix}-{device:04d}",
@@ -317,7 +319,10 @@ class Bench:
     # -- 1. bulk ingest end to end -----------------------------------------------------------------
     def bulk_ingest(self, total: int, devices: int, per_request: int, clients: int) -> list[dict]:
         prefix = self.prefix
-        readings = readings_for(prefix, total, devices, offset_seconds=self.bulk_runs * 100_000)
+        # Readings of now, as devices send them (each run a millisecond apart, so that every reading is
+        # new): the rollups then see what they see in production, not only late data.
+        now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(milliseconds=self.bulk_runs)
+        readings = readings_for(prefix, total, devices, base=now)
         self.bulk_runs += 1
         before = self.count(prefix)
         bodies = [
@@ -381,6 +386,26 @@ class Bench:
             self.results,
         )
         return readings
+
+    def roll_up_coarser(self, readings: int) -> None:
+        """What batches leave to the maintenance pass: rolling the per-minute rollups of everything
+        just ingested up into the 15-minute level (timed here, so the bulk number hides no work)."""
+        from common.maintenance import roll_coarser
+
+        with self.connect() as conn:
+            started = time.perf_counter()
+            rows = roll_coarser(conn, datetime.now(timezone.utc) + timedelta(minutes=16))
+            elapsed = time.perf_counter() - started
+        emit(
+            {
+                "benchmark": "rollup_roll_up_after_bulk",
+                "readings": readings,
+                "minute_rows_rolled_up": rows,
+                "seconds": round(elapsed, 3),
+                "readings_per_s_equivalent": round(readings / elapsed) if elapsed else None,
+            },
+            self.results,
+        )
 
     def send_with_wrk(self, lines: Path, requests: int, clients: int) -> tuple[float, int]:
         """Post every body of ``lines`` (one per line) once from wrk, a C client (the Python one took
@@ -883,6 +908,7 @@ def main() -> None:
             readings = runs[-1]
             if len(runs) > 1:
                 bench.bulk_median()
+            bench.roll_up_coarser(len(runs) * total)
             if "single" in only:
                 if shutil.which("wrk"):
                     bench.single_ingest_wrk(5 if args.quick else 15, clients=args.clients)

@@ -562,6 +562,8 @@ def test_migrating_a_filled_database_keeps_every_reading_and_latest_value(settin
         runtime.__dict__["store"] = new
         while maintenance.run(runtime)["rollup_days_backfilled"]:
             pass
+        # once the new reading's quarter hour is over, maintenance rolls it up into the 15-minute level
+        assert maintenance.run(runtime, now=now() + timedelta(minutes=16))["rollup_rows_rolled_up"] == 1
         complete = new.run(
             lambda conn: conn.execute("SELECT complete_from = '-infinity' FROM rollup_horizon").fetchone()[0]
         )
@@ -576,3 +578,99 @@ def test_migrating_a_filled_database_keeps_every_reading_and_latest_value(settin
     finally:
         admin.execute(f"DROP SCHEMA {name} CASCADE")
         admin.close()
+
+
+def level_totals(runtime: Runtime, device: str) -> tuple[int, int]:
+    """Readings counted in the 15-minute and the per-minute rollups of one device."""
+    return runtime.store.run(
+        lambda conn: conn.execute(
+            "SELECT (SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE device_id = %(d)s),"
+            " (SELECT coalesce(sum(count), 0) FROM rollup_1m WHERE device_id = %(d)s)",
+            {"d": device},
+        ).fetchone()
+    )
+
+
+def test_the_15_minute_level_is_rolled_up_by_maintenance_and_answers_exactly_before_and_after(runtime):
+    """Batches write the per-minute rollups; maintenance rolls whole quarter hours up into the 15-minute
+    level. Before and after that, and with late readings on either side of the boundary, hour buckets
+    (read from the 15-minute level as far as it is rolled up) equal a recomputation from raw readings."""
+    rng = random.Random(11)
+    moment = now()
+    (boundary,) = runtime.store.run(
+        lambda conn: conn.execute("SELECT coarse_before FROM rollup_horizon").fetchone()
+    )
+    start = boundary - timedelta(hours=2)
+    end = moment + timedelta(minutes=1)
+    fresh = [
+        Reading("roll", "power", round(rng.uniform(0, 50), 3), max(boundary, moment - timedelta(seconds=s)))
+        for s in range(0, 600, 7)
+    ]
+    fresh = list({r.timestamp: r for r in fresh}.values())
+    older = [
+        Reading("roll", "power", float(i), start + timedelta(minutes=i * 3, seconds=5)) for i in range(30)
+    ]
+    runtime.store.store(fresh + older)
+
+    def answered() -> None:
+        status, body, _ = get(
+            "/api/device/roll/series",
+            metric_type="power",
+            interval="1h",
+            agg="avg,min,max,sum,count,first,last",
+            **{"from": iso(start), "to": iso(end)},
+        )
+        assert status == 200, body
+        expected = recompute(raw_rows(runtime, "roll", "power"), "1h", ZoneInfo("UTC"), start, end)
+        assert_points_equal(body["points"], expected, ["avg", "min", "max", "sum", "first", "last"])
+
+    # Readings before the boundary reached every level with their batch; the newer ones only the finest.
+    assert level_totals(runtime, "roll") == (len(older), len(older) + len(fresh))
+    answered()
+    summary = maintenance.run(runtime, now=moment + timedelta(minutes=16))
+    assert summary["rollup_rows_rolled_up"] > 0
+    assert level_totals(runtime, "roll") == (len(older) + len(fresh),) * 2
+    answered()
+    # A late reading for a quarter hour already rolled up goes into both levels with its batch, once.
+    late = [Reading("roll", "power", 77.0, fresh[0].timestamp + timedelta(microseconds=1))]
+    runtime.store.store(late)
+    runtime.store.store(late)
+    assert level_totals(runtime, "roll") == (len(older) + len(fresh) + 1,) * 2
+    answered()
+    assert maintenance.run(runtime, now=moment + timedelta(minutes=16))["rollup_rows_rolled_up"] == 0
+
+
+def test_batches_stored_while_maintenance_rolls_up_are_counted_once(runtime):
+    """The roll-up and batches storing at the same time: every reading reaches the 15-minute level
+    exactly once (batches wait for each roll-up step and then see its new boundary)."""
+    moment = now()
+    stop = threading.Event()
+    stored: list[int] = []
+
+    def store_batches() -> None:
+        i = 0
+        while not stop.is_set() and i < 200:
+            base = moment - timedelta(minutes=20) + timedelta(seconds=i * 7)
+            runtime.store.store(
+                [
+                    Reading(f"race-{d}", "voltage", float(i), base + timedelta(milliseconds=d))
+                    for d in range(20)
+                ]
+            )
+            stored.append(20)
+            i += 1
+
+    thread = threading.Thread(target=store_batches)
+    thread.start()
+    for step in range(6):
+        maintenance.run(runtime, now=moment + timedelta(minutes=5 * step))
+    stop.set()
+    thread.join()
+    maintenance.run(runtime, now=moment + timedelta(hours=1))
+    fifteen, minute = runtime.store.run(
+        lambda conn: conn.execute(
+            "SELECT (SELECT sum(count) FROM rollup_15m WHERE device_id LIKE 'race-%%'),"
+            " (SELECT sum(count) FROM rollup_1m WHERE device_id LIKE 'race-%%')"
+        ).fetchone()
+    )
+    assert fifteen == minute == sum(stored)
