@@ -55,7 +55,12 @@ SMOKE_ORDER = ("consumer", "authorizer", "ingest", "query", "dashboard", "mainte
 _CREDENTIAL_ID = re.compile(r"[0-9]{1,20}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 # What a maintenance pass reports (common/maintenance.py).
-MAINTENANCE_COUNTS = ("partitions_created", "partitions_dropped", "rollup_days_backfilled")
+MAINTENANCE_COUNTS = (
+    "partitions_created",
+    "partitions_dropped",
+    "rollup_rows_rolled_up",
+    "rollup_days_backfilled",
+)
 
 
 @dataclass(frozen=True)
@@ -257,9 +262,11 @@ def expect_maintenance_pass(result: object) -> Verdict:
         return Verdict(False, f"not a maintenance summary: {json.dumps(result, default=str)[:200]}")
     if result["skipped"]:
         return Verdict(True, "skipped: another maintenance pass held the lock")
-    created, dropped, backfilled = (result[key] for key in MAINTENANCE_COUNTS)
+    created, dropped, rolled, backfilled = (result[key] for key in MAINTENANCE_COUNTS)
     return Verdict(
-        True, f"{created} partition(s) created, {dropped} dropped, {backfilled} day(s) of rollups backfilled"
+        True,
+        f"{created} partition(s) created, {dropped} dropped, {rolled} minute row(s) rolled up,"
+        f" {backfilled} day(s) of rollups backfilled",
     )
 
 
