@@ -1,5 +1,5 @@
-"""The maintenance pass: partitions ahead, expired partitions dropped, the coarser rollups brought up
-to date from the finest one, rollups of old data backfilled.
+"""The maintenance pass: partitions ahead, expired partitions dropped, new readings rolled up, rollups
+of old data backfilled.
 
 In the cloud a FunctionGraph TIMER trigger runs it (``functions/maintenance``); locally the runner
 calls the same handler on a timer. Runs never overlap: each holds a PostgreSQL advisory lock for its
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 MAINTENANCE_LOCK = 0x10770003
 # Backfilling stops after this long; the next run goes on where it stopped.
 BACKFILL_SECONDS = 30.0
-# The coarser rollups are rolled up this much at a time, each step a transaction that batches wait for.
-ROLL_STEP = timedelta(hours=1)
+# New readings are rolled up a quarter hour at a time, each a transaction that batches wait for.
+ROLL_STEP = ROLLUPS[-1][1]
 # A dropped partition waits this long for the lock; if ingest holds it longer, the next run drops it.
 DROP_LOCK_TIMEOUT = "5s"
 
@@ -35,33 +35,33 @@ def rollup_range(conn: psycopg.Connection, start: datetime, end: datetime) -> No
     """Build every rollup level and the day counts from the raw readings of [start, end), which must
     have none yet (the range lies below the rollup horizon, or the table was filled without them)."""
     schema.ensure_raw_partitions(conn, start, end - timedelta(microseconds=1))
-    rows = "reading WHERE timestamp >= %(start)s AND timestamp < %(end)s"
+    rows = "(SELECT * FROM reading WHERE timestamp >= %(start)s AND timestamp < %(end)s) AS ranged"
     conn.execute(
-        store.statement(store.rollup_steps(rows), "SELECT 1"),
+        store.statement({**store.rollup_steps(rows), **store.count_step(rows)}, "SELECT 1"),
         {"start": start, "end": end, "shard": 0, "smoke": SMOKE_DEVICE_ID},
     )
 
 
-def roll_coarser(conn: psycopg.Connection, now: datetime, budget_seconds: float = BACKFILL_SECONDS) -> int:
-    """Roll the finest rollup up into the coarser levels for every whole 15 minutes before ``now``
-    not rolled up yet, moving ``coarse_before`` with it. Returns the finest rows rolled up.
+def roll_up(conn: psycopg.Connection, now: datetime, budget_seconds: float = BACKFILL_SECONDS) -> int:
+    """Roll the readings of every whole quarter hour before ``now`` not rolled up yet into every rollup
+    level, moving ``rolled_before`` with them. Returns the readings rolled up.
 
-    Each step holds ROLLUP_LOCK alone: a batch storing meanwhile waits, and then sees the new boundary
-    (it merges readings before it into the coarser levels itself), so each reading reaches every level
-    exactly once."""
+    Each quarter hour is one transaction that holds ROLLUP_LOCK alone: a batch storing meanwhile waits,
+    and then sees the new boundary (it merges its readings before it itself), so each reading reaches
+    every level exactly once."""
     rolled = 0
     deadline = time.monotonic() + budget_seconds
-    cut = store.bucket_floor(now, ROLLUPS[-1][1])
+    cut = store.bucket_floor(now, ROLL_STEP)
     while time.monotonic() < deadline:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK,))
-            (before,) = conn.execute("SELECT coarse_before FROM rollup_horizon").fetchone()
+            (before,) = conn.execute("SELECT rolled_before FROM rollup_horizon").fetchone()
             if before >= cut:
                 return rolled
-            upto = min(before + ROLL_STEP, cut)
-            (rows,) = conn.execute(store.roll_coarser_statement(), {"from": before, "to": upto}).fetchone()
-            conn.execute("UPDATE rollup_horizon SET coarse_before = %s", (upto,))
-            rolled += rows
+            upto = min(store.bucket_floor(before, ROLL_STEP) + ROLL_STEP, cut)
+            (readings,) = conn.execute(store.roll_up_statement(), {"from": before, "to": upto}).fetchone()
+            conn.execute("UPDATE rollup_horizon SET rolled_before = %s", (upto,))
+            rolled += readings
     return rolled
 
 
@@ -115,7 +115,7 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
     result = {
         "partitions_created": 0,
         "partitions_dropped": 0,
-        "rollup_rows_rolled_up": 0,
+        "readings_rolled_up": 0,
         "rollup_days_backfilled": 0,
         "skipped": False,
     }
@@ -143,7 +143,7 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
             result["partitions_dropped"] = len(dropped)
             if dropped:
                 log.info("dropped expired partitions: %s", ", ".join(dropped))
-            result["rollup_rows_rolled_up"] = roll_coarser(conn, now)
+            result["readings_rolled_up"] = roll_up(conn, now)
             result["rollup_days_backfilled"] = backfill_rollups(conn)
             return result
         finally:

@@ -39,9 +39,9 @@ DAYS_AHEAD = 8
 LEGACY_DAYS_AHEAD = 2
 
 # Rollup levels, finest first: (table, bucket width). Every zone's UTC offset is a multiple of 15
-# minutes, so buckets of 15 minutes or finer answer hour and day buckets in any zone. Every batch writes
-# the finest level; the maintenance pass rolls it up into the coarser ones (rollup_horizon.coarse_before
-# says how far), and coarser intervals aggregate the 15-minute rows.
+# minutes, so buckets of 15 minutes or finer answer hour and day buckets in any zone. The maintenance pass
+# rolls the stored readings up into both (rollup_horizon.rolled_before says how far; batches merge late
+# readings before it themselves), and coarser intervals aggregate the 15-minute rows.
 ROLLUPS: tuple[tuple[str, timedelta], ...] = (
     ("rollup_1m", timedelta(minutes=1)),
     ("rollup_15m", timedelta(minutes=15)),
@@ -186,18 +186,21 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE api_token DROP COLUMN is_admin;
     ALTER TABLE api_token ADD COLUMN is_admin boolean GENERATED ALWAYS AS (kind = 'admin') STORED;
     """,
-    # 7: the coarser rollup levels are built from the finest one by the maintenance pass, not by every
-    # batch (a second upsert per series and batch was a third of storing a batch). Below
-    # ``coarse_before`` (15-minute aligned) they hold every reading: batches still merge readings there
-    # (late data) into every level; at and after it only into the finest, until maintenance rolls it up.
-    # A database with readings starts the boundary at the next quarter hour, so that a consumer of the
-    # previous release still storing meanwhile (it writes every level) cannot have its readings rolled
-    # up a second time; an empty one at this quarter hour.
+    # 7: the rollups are built from the stored readings by the maintenance pass, not by every batch (a
+    # rollup upsert per series and level in every batch cost storing a batch as much again). Below
+    # ``rolled_before`` (15-minute aligned) they hold every reading: batches still merge readings there
+    # (late data) into every level; readings at or after it wait for maintenance to roll them up. A
+    # database with readings starts the boundary at the next quarter hour, so that a consumer of the
+    # previous release still storing meanwhile (it merges every reading) is not rolled up twice; one
+    # whose old readings are still being backfilled, at the backfill's upper bound (it rolls up every
+    # reading below that bound; batches merge those above its horizon until then).
     """
-    ALTER TABLE rollup_horizon ADD COLUMN coarse_before timestamptz;
-    UPDATE rollup_horizon SET coarse_before = date_bin('15 minutes', now(), timestamptz 'epoch')
-        + CASE WHEN EXISTS (SELECT 1 FROM rollup_1m) THEN interval '15 minutes' ELSE interval '0' END;
-    ALTER TABLE rollup_horizon ALTER COLUMN coarse_before SET NOT NULL;
+    ALTER TABLE rollup_horizon ADD COLUMN rolled_before timestamptz;
+    UPDATE rollup_horizon SET rolled_before = greatest(
+        date_bin('15 minutes', now(), timestamptz 'epoch')
+            + CASE WHEN EXISTS (SELECT 1 FROM rollup_1m) THEN interval '15 minutes' ELSE interval '0' END,
+        complete_from);
+    ALTER TABLE rollup_horizon ALTER COLUMN rolled_before SET NOT NULL;
     """,
 ]
 

@@ -68,13 +68,11 @@ DELETE FROM incoming a USING incoming b
 WHERE a.device_id = b.device_id AND a.metric_type = b.metric_type AND a.timestamp = b.timestamp
   AND a.ctid > b.ctid
 """
-# DISTINCT ON keeps the newest row per key.
-# It reads the finest rollup rows (each holds its bucket's last reading): a few rows per series where
-# the batch has many. While old data is backfilled those cover only part of the batch: then the batch.
+# DISTINCT ON keeps the newest row of each series in the batch (which is sorted so already).
 _MOVE_LATEST = """
 INSERT INTO latest_reading AS l (device_id, metric_type, value, timestamp)
-SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, {value}, {time}
-FROM {rows} ORDER BY device_id, metric_type, {time} DESC
+SELECT DISTINCT ON (device_id, metric_type) device_id, metric_type, value, timestamp
+FROM batch ORDER BY device_id, metric_type, timestamp DESC
 ON CONFLICT (device_id, metric_type) DO UPDATE
     SET value = excluded.value, timestamp = excluded.timestamp
     WHERE l.timestamp < excluded.timestamp
@@ -86,10 +84,8 @@ INSERT INTO device (device_id)
 SELECT DISTINCT device_id FROM moved WHERE new_series ORDER BY device_id
 ON CONFLICT DO NOTHING
 """
-# One statement merges a batch into every rollup level and the day counts. The finest level is
-# aggregated from the inserted rows once; the coarser level and the counts from those few rows
-# (aggregating every reading again for each level doubled PostgreSQL's CPU per batch). {since}
-# limits it to readings at or after the rollup horizon while older data is backfilled (schema.py).
+# Rollups: the finest level is aggregated from the readings once, the coarser ones from its rows
+# (aggregating every reading again for each level doubled PostgreSQL's CPU per batch).
 _FINEST = """
 SELECT device_id, metric_type,
        date_bin('{width} seconds', timestamp, timestamptz 'epoch') AS bucket,
@@ -104,12 +100,9 @@ SELECT device_id, metric_type, date_bin('{width} seconds', bucket, timestamptz '
        sum(count)::bigint AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
        min(first_time) AS first_time, (array_agg(first_value ORDER BY first_time))[1] AS first_value,
        max(last_time) AS last_time, (array_agg(last_value ORDER BY last_time DESC))[1] AS last_value
-FROM finest {where}
+FROM finest
 GROUP BY 1, 2, 3
 """
-# A batch merges into the coarser levels only the finest buckets they already hold every reading of
-# (late data): the rest waits in the finest level for the maintenance pass to roll it up (ROLL_COARSER).
-_BELOW_COARSE = "WHERE bucket < (SELECT coarse_before FROM rollup_horizon)"
 _MERGE = """
 INSERT INTO {table} AS r
     (device_id, metric_type, bucket, count, sum, min, max, first_time, first_value, last_time, last_value)
@@ -124,62 +117,64 @@ ON CONFLICT (device_id, metric_type, bucket) DO UPDATE SET
     last_value = CASE WHEN excluded.last_time > r.last_time THEN excluded.last_value ELSE r.last_value END,
     last_time = greatest(r.last_time, excluded.last_time)
 """
-# Readings per UTC day for the stats; spread over shards so that concurrent batches rarely wait for
-# one another's row lock. The deploy command's smoke readings are not counted.
+# Readings per UTC day for the stats, counted by every batch; spread over shards so that concurrent
+# batches rarely wait for one another's row lock. The deploy command's smoke readings are not counted.
 COUNT_SHARDS = 16
 _COUNT = """
 INSERT INTO reading_count AS c (day, shard, readings)
-SELECT (bucket AT TIME ZONE 'UTC')::date, %(shard)s, sum(count)::bigint FROM finest
-WHERE device_id <> %(smoke)s
+SELECT (timestamp AT TIME ZONE 'UTC')::date, %(shard)s, count(*) FROM {rows}
+WHERE device_id <> %(smoke)s {condition}
 GROUP BY 1 ORDER BY 1
 ON CONFLICT (day, shard) DO UPDATE SET readings = c.readings + excluded.readings
 """
-# Batches share this lock; the backfill of old data and the roll-up into the coarser levels take it
-# alone: a batch's readings are rolled up either by the batch or by maintenance, never both, never neither.
+# Batches share this lock; the backfill of old data and the roll-up of new data take it alone: each
+# reading is rolled up either by its batch or by maintenance, never both and never neither.
 ROLLUP_LOCK = 0x10770002
 _SINCE_HORIZON = "timestamp >= (SELECT complete_from FROM rollup_horizon)"
-
-
-def coarser_steps(where: str = _BELOW_COARSE) -> dict[str, str]:
-    """Steps that merge the ``finest`` rows (those ``where`` keeps) into each coarser rollup level."""
-    steps = {}
-    for level, (table, width) in enumerate(ROLLUPS[1:], start=1):
-        coarser_rows = _COARSER.format(width=int(width.total_seconds()), where=where)
-        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=coarser_rows) + ")"
-    return steps
+# Rollups hold every reading before this instant (the maintenance pass moves it up): a batch merges
+# only its readings before it (late data), the rest wait for the roll-up.
+_BEFORE_ROLLED = "timestamp < (SELECT rolled_before FROM rollup_horizon)"
 
 
 def rollup_steps(rows: str) -> dict[str, str]:
     """The steps of a statement (name -> body) that merge the readings of ``rows`` (what follows
-    FROM) into the rollups and the day counts: the batch's, or a range's when rollups are backfilled
-    (common.maintenance). The finest level is aggregated from the readings once; the coarser levels
-    (where they are complete already) and the counts from its rows."""
-    finest_table, finest_width = ROLLUPS[0]
-    return {
+    FROM) into every rollup level: a batch's late readings, the readings maintenance rolls up, or a
+    range's when rollups are backfilled (common.maintenance)."""
+    (finest_table, finest_width), *coarser = ROLLUPS
+    steps = {
         "finest": "(" + _FINEST.format(width=int(finest_width.total_seconds()), rows=rows) + ")",
         "level_0": "(" + _MERGE.format(table=finest_table, rows="SELECT * FROM finest") + ")",
-        **coarser_steps(),
-        "counted": "(" + _COUNT + ")",
+    }
+    for level, (table, width) in enumerate(coarser, start=1):
+        coarser_rows = _COARSER.format(width=int(width.total_seconds()))
+        steps[f"level_{level}"] = "(" + _MERGE.format(table=table, rows=coarser_rows) + ")"
+    return steps
+
+
+def count_step(rows: str, condition: str = "") -> dict[str, str]:
+    """The step that adds the readings of ``rows`` (those ``condition`` keeps) to the per-day counts."""
+    return {
+        "counted": "(" + _COUNT.format(rows=rows, condition=f"AND {condition}" if condition else "") + ")"
     }
 
 
-# The finest rollup rows of [from, to) that the coarser levels do not hold yet, found per series that
-# has had a reading since ``from`` (its latest value is that new): an index probe per active series.
-# The series list's ids are in "C" order, the rollups' in the database's: compare in the rollups'.
-_FINEST_TO_ROLL = """
-SELECT r.* FROM latest_reading s CROSS JOIN LATERAL (
-    SELECT * FROM {table} r
+# The stored readings of [from, to), found per series that has had a reading since ``from`` (its
+# latest value is that new): an index range per active series, where there is no index on time alone.
+# The series list's ids are in "C" order, the readings' in the database's: compare in the readings'.
+# Readings below the backfill horizon are left to the backfill, which rolls up all of its range.
+ROLL_UP_ROWS = """(
+SELECT r.device_id, r.metric_type, r.value, r.timestamp FROM latest_reading s CROSS JOIN LATERAL (
+    SELECT device_id, metric_type, value, timestamp FROM reading r
     WHERE r.device_id = s.device_id COLLATE "default" AND r.metric_type = s.metric_type
-      AND r.bucket >= %(from)s AND r.bucket < %(to)s) AS r
-WHERE s.timestamp >= %(from)s
-"""
+      AND r.timestamp >= greatest(%(from)s, (SELECT complete_from FROM rollup_horizon))
+      AND r.timestamp < %(to)s) AS r
+WHERE s.timestamp >= %(from)s) AS fresh"""
 
 
-def roll_coarser_statement() -> str:
-    """Merge the finest rollup rows of [%(from)s, %(to)s) into every coarser level (the caller holds
-    ROLLUP_LOCK alone and moves coarse_before to %(to)s in the same transaction)."""
-    steps = {"finest": "(" + _FINEST_TO_ROLL.format(table=ROLLUPS[0][0]) + ")", **coarser_steps(where="")}
-    return statement(steps, "SELECT (SELECT count(*) FROM finest)")
+def roll_up_statement() -> str:
+    """Merge the readings of [%(from)s, %(to)s) into every rollup level; answers how many (the caller
+    holds ROLLUP_LOCK alone and moves rolled_before to %(to)s in the same transaction)."""
+    return statement(rollup_steps(ROLL_UP_ROWS), "SELECT coalesce(sum(count), 0)::bigint FROM finest")
 
 
 def statement(steps: dict[str, str], answer: str) -> str:
@@ -189,20 +184,17 @@ def statement(steps: dict[str, str], answer: str) -> str:
 
 def store_statement(since: str = "") -> str:
     """One statement that stores ``incoming`` (failing on a reading stored already), moves the latest
-    values, adds new devices to the list, and merges the batch into every rollup level and the day
-    counts. Answers (readings stored, latest values moved)."""
-    if since:
-        latest = _MOVE_LATEST.format(rows="batch", value="value", time="timestamp")
-    else:
-        latest = _MOVE_LATEST.format(rows="finest", value="last_value", time="last_time")
-    rollups = rollup_steps(f"batch WHERE {since}" if since else "batch")
+    values, adds new devices to the list, counts the readings per day and merges the late ones (before
+    rolled_before; while old data is backfilled, only those at or after the horizon too, ``since``) into
+    every rollup level. Answers (readings stored, latest values moved)."""
+    late = f"batch WHERE {_BEFORE_ROLLED}" + (f" AND {since}" if since else "")
     steps = {
         "batch": "MATERIALIZED (" + _BATCH + ")",
         "stored": "(" + _INSERT_NEW + ")",
-        "finest": rollups.pop("finest"),
-        "moved": "(" + latest + ")",
+        "moved": "(" + _MOVE_LATEST + ")",
         "new_devices": "(" + _NEW_DEVICES + ")",
-        **rollups,
+        **count_step("batch", since),
+        **rollup_steps(late),
     }
     return statement(steps, "SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM moved)")
 
@@ -250,12 +242,7 @@ WITH rows AS (
     SELECT bucket AS t, count, sum, min, max, first_time, first_value, last_time, last_value
     FROM {table}
     WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
-      AND bucket >= %(rollup_from)s AND bucket < %(coarse_to)s
-    UNION ALL
-    SELECT bucket, count, sum, min, max, first_time, first_value, last_time, last_value
-    FROM {finest}
-    WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
-      AND bucket >= %(fine_from)s AND bucket < %(rollup_to)s
+      AND bucket >= %(rollup_from)s AND bucket < %(rollup_to)s
     UNION ALL
     SELECT timestamp, 1, value, value, value, timestamp, value, timestamp, value FROM reading
     WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type
@@ -309,27 +296,27 @@ WHERE l.device_id = ANY(ARRAY(SELECT device_id FROM page))
 GROUP BY l.device_id ORDER BY l.device_id
 """
 )
-# A scope's devices, and their readings today (UTC) from the day's rollup rows (the coarsest level as far
-# as it is rolled up, the finest after): probes per device and metric, where a scan of the day's rows
-# would read the whole fleet's. The device list's ids are in
+# A scope's devices, and their readings today (UTC) from the day's rollup rows as far as they are rolled
+# up, and the readings after: probes per device and metric, where a scan of the day's rows would read
+# the whole fleet's. The device list's ids are in
 # "C" order, the rollups' in the database's: the probe must compare in the rollups' to use their key.
 _SCOPED_STATS = """,
 day AS (
     SELECT date_trunc('day', now(), 'UTC') AS start, date_trunc('day', now(), 'UTC') + interval '1 day' AS end,
-           (SELECT coarse_before FROM rollup_horizon) AS coarse_before
+           (SELECT rolled_before FROM rollup_horizon) AS rolled_before
 )
 SELECT (SELECT count(*) FROM scoped),
-       (SELECT coalesce(sum(coalesce(coarse.readings, 0) + coalesce(fine.readings, 0)), 0)
+       (SELECT coalesce(sum(coalesce(rolled.readings, 0) + fresh.readings), 0)
         FROM scoped CROSS JOIN day CROSS JOIN LATERAL (
-            SELECT sum(r.count) AS readings FROM {coarse} r
+            SELECT sum(r.count) AS readings FROM {table} r
             WHERE r.device_id = scoped.device_id COLLATE "default"
               AND r.metric_type = ANY(%(metrics)s::metric_type[])
-              AND r.bucket >= day.start AND r.bucket < least(day.end, day.coarse_before)) AS coarse
+              AND r.bucket >= day.start AND r.bucket < least(day.end, day.rolled_before)) AS rolled
         CROSS JOIN LATERAL (
-            SELECT sum(r.count) AS readings FROM {finest} r
+            SELECT count(*) AS readings FROM reading r
             WHERE r.device_id = scoped.device_id COLLATE "default"
               AND r.metric_type = ANY(%(metrics)s::metric_type[])
-              AND r.bucket >= greatest(day.start, day.coarse_before) AND r.bucket < day.end) AS fine)
+              AND r.timestamp >= greatest(day.start, day.rolled_before) AND r.timestamp < day.end) AS fresh)
 """
 WILDCARDS = "*?"
 _WILDCARD = re.compile(r"[*?]")
@@ -818,9 +805,9 @@ class ReadingStore:
         grouped by the bucket's start on the local clock *and* the UTC offset in force, so that the
         caller can tell apart the two passes of a repeated hour (common.series).
 
-        Reads the rollup ``ROLLUPS[level]`` for the whole buckets of that width inside the range at or
-        after the rollup horizon (a coarser level only as far as it is rolled up, the finest level from
-        there), and raw readings for the rest (the edges, and data not yet rolled up)."""
+        Reads the rollup ``ROLLUPS[level]`` for the whole buckets of that width inside the range that
+        are rolled up (at or after the backfill horizon, before rolled_before), and raw readings for the
+        rest (the edges, the newest minutes, and old data not yet rolled up)."""
         table, width = ROLLUPS[level]
         params = {
             "device": device_id,
@@ -833,19 +820,17 @@ class ReadingStore:
         }
 
         def query(conn: psycopg.Connection) -> list[tuple]:
-            horizon, coarse_before = conn.execute(
-                "SELECT greatest(complete_from, %(start)s), coarse_before FROM rollup_horizon", params
+            horizon, rolled = conn.execute(
+                "SELECT greatest(complete_from, %(start)s), least(rolled_before, %(end)s) FROM rollup_horizon",
+                params,
             ).fetchone()
             first = _ceil(horizon, width)
-            last = bucket_floor(end, width)
+            last = bucket_floor(rolled, width)
             if first >= last:
                 first = last = end  # nothing whole: raw readings answer all of it
-            # A coarser level holds the buckets before coarse_before; the finest answers the rest.
-            split = last if level == 0 else min(max(coarse_before, first), last)
-            bounds = {"rollup_from": first, "rollup_to": last, "coarse_to": split, "fine_from": split}
             try:
                 return conn.execute(
-                    _SERIES.format(table=table, finest=ROLLUPS[0][0]), {**params, **bounds}
+                    _SERIES.format(table=table), {**params, "rollup_from": first, "rollup_to": last}
                 ).fetchall()
             except psycopg.errors.InvalidParameterValue as error:
                 # A zone this Python knows (tzdata) but the database's zone data does not yet.
@@ -894,9 +879,7 @@ class ReadingStore:
         scoped = matcher.select(params)
         if scoped is None:
             return {"devices": 0, "readings_today": 0, "rejected_messages": None}
-        statement = f"WITH scoped AS MATERIALIZED ({scoped})" + _SCOPED_STATS.format(
-            coarse=ROLLUPS[-1][0], finest=ROLLUPS[0][0]
-        )
+        statement = f"WITH scoped AS MATERIALIZED ({scoped})" + _SCOPED_STATS.format(table=ROLLUPS[-1][0])
         devices, today = self._run(lambda conn: conn.execute(statement, params).fetchone(), READER)
         return {"devices": devices, "readings_today": int(today), "rejected_messages": None}
 

@@ -58,7 +58,7 @@ _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 MAINTENANCE_COUNTS = (
     "partitions_created",
     "partitions_dropped",
-    "rollup_rows_rolled_up",
+    "readings_rolled_up",
     "rollup_days_backfilled",
 )
 
@@ -265,7 +265,7 @@ def expect_maintenance_pass(result: object) -> Verdict:
     created, dropped, rolled, backfilled = (result[key] for key in MAINTENANCE_COUNTS)
     return Verdict(
         True,
-        f"{created} partition(s) created, {dropped} dropped, {rolled} minute row(s) rolled up,"
+        f"{created} partition(s) created, {dropped} dropped, {rolled} reading(s) rolled up,"
         f" {backfilled} day(s) of rollups backfilled",
     )
 

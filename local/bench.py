@@ -387,20 +387,20 @@ class Bench:
         )
         return readings
 
-    def roll_up_coarser(self, readings: int) -> None:
-        """What batches leave to the maintenance pass: rolling the per-minute rollups of everything
-        just ingested up into the 15-minute level (timed here, so the bulk number hides no work)."""
-        from common.maintenance import roll_coarser
+    def roll_up(self, readings: int) -> None:
+        """What batches leave to the maintenance pass: rolling everything just ingested up into the
+        rollups (timed here, so the bulk number hides no work)."""
+        from common.maintenance import roll_up
 
         with self.connect() as conn:
             started = time.perf_counter()
-            rows = roll_coarser(conn, datetime.now(timezone.utc) + timedelta(minutes=16))
+            rows = roll_up(conn, datetime.now(timezone.utc) + timedelta(minutes=16))
             elapsed = time.perf_counter() - started
         emit(
             {
                 "benchmark": "rollup_roll_up_after_bulk",
                 "readings": readings,
-                "minute_rows_rolled_up": rows,
+                "readings_rolled_up": rows,
                 "seconds": round(elapsed, 3),
                 "readings_per_s_equivalent": round(readings / elapsed) if elapsed else None,
             },
@@ -908,7 +908,7 @@ def main() -> None:
             readings = runs[-1]
             if len(runs) > 1:
                 bench.bulk_median()
-            bench.roll_up_coarser(len(runs) * total)
+            bench.roll_up(len(runs) * total)
             if "single" in only:
                 if shutil.which("wrk"):
                     bench.single_ingest_wrk(5 if args.quick else 15, clients=args.clients)

@@ -326,10 +326,8 @@ def build(
             report(
                 f"  rollups: day {index}/{len(days)}, {elapsed / index * (len(days) - index) / 60:.1f} min to go"
             )
-    # The last quarter hours reach the 15-minute level as in service: through maintenance's roll-up.
-    maintenance.roll_coarser(
-        conn, end + schema.ROLLUPS[-1][1] + timedelta(minutes=1), budget_seconds=float("inf")
-    )
+    # Every reading up to the last day's end is rolled up: new readings before it merge themselves.
+    conn.execute("UPDATE rollup_horizon SET rolled_before = %s", (days[-1] + DAY,))
     phases["rollups"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

@@ -405,7 +405,7 @@ def test_scoped_reads_walk_keys_not_the_fleet(fleet: Runtime, settings: Settings
 
     params = {"smoke": SMOKE_DEVICE_ID, "metrics": MetricType.names()}
     statement = f"WITH scoped AS MATERIALIZED ({scope.select(params)})" + _SCOPED_STATS.format(
-        coarse="rollup_15m", finest="rollup_1m"
+        table="rollup_15m"
     )
     counted = plan(settings, statement, params)
     probes = [line for line in counted.splitlines() if "device_id = (scoped" in line]

@@ -168,7 +168,7 @@ def healthy(event: dict) -> object:
         return {
             "partitions_created": 0,
             "partitions_dropped": 0,
-            "rollup_rows_rolled_up": 0,
+            "readings_rolled_up": 0,
             "rollup_days_backfilled": 0,
             "skipped": False,
         }
@@ -533,13 +533,13 @@ def test_the_maintenance_smoke_test_sends_a_timer_event_and_accepts_a_pass_or_a_
     summary = {
         "partitions_created": 2,
         "partitions_dropped": 1,
-        "rollup_rows_rolled_up": 40,
+        "readings_rolled_up": 40,
         "rollup_days_backfilled": 3,
         "skipped": False,
     }
     verdict = smoke.check(summary)
     assert verdict.ok and verdict.detail == (
-        "2 partition(s) created, 1 dropped, 40 minute row(s) rolled up, 3 day(s) of rollups backfilled"
+        "2 partition(s) created, 1 dropped, 40 reading(s) rolled up, 3 day(s) of rollups backfilled"
     )
     skipped = smoke.check({**summary, "skipped": True})
     assert skipped.ok and skipped.detail == "skipped: another maintenance pass held the lock"

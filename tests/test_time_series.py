@@ -562,8 +562,8 @@ def test_migrating_a_filled_database_keeps_every_reading_and_latest_value(settin
         runtime.__dict__["store"] = new
         while maintenance.run(runtime)["rollup_days_backfilled"]:
             pass
-        # once the new reading's quarter hour is over, maintenance rolls it up into the 15-minute level
-        assert maintenance.run(runtime, now=now() + timedelta(minutes=16))["rollup_rows_rolled_up"] == 1
+        # the backfill rolled up every reading below its bound, the new one too: the roll-up takes none twice
+        assert maintenance.run(runtime, now=now() + timedelta(minutes=16))["readings_rolled_up"] == 0
         complete = new.run(
             lambda conn: conn.execute("SELECT complete_from = '-infinity' FROM rollup_horizon").fetchone()[0]
         )
@@ -591,14 +591,15 @@ def level_totals(runtime: Runtime, device: str) -> tuple[int, int]:
     )
 
 
-def test_the_15_minute_level_is_rolled_up_by_maintenance_and_answers_exactly_before_and_after(runtime):
-    """Batches write the per-minute rollups; maintenance rolls whole quarter hours up into the 15-minute
-    level. Before and after that, and with late readings on either side of the boundary, hour buckets
-    (read from the 15-minute level as far as it is rolled up) equal a recomputation from raw readings."""
+def test_new_readings_are_rolled_up_by_maintenance_and_series_are_exact_before_and_after(runtime):
+    """Maintenance rolls the readings of whole quarter hours up into the rollups; batches merge only late
+    readings, before that boundary. Before and after a roll-up, and with late readings on either side of
+    the boundary, hour buckets (read from the rollups as far as they are rolled up) equal a recomputation
+    from raw readings."""
     rng = random.Random(11)
     moment = now()
     (boundary,) = runtime.store.run(
-        lambda conn: conn.execute("SELECT coarse_before FROM rollup_horizon").fetchone()
+        lambda conn: conn.execute("SELECT rolled_before FROM rollup_horizon").fetchone()
     )
     # Other tests may have rolled up ahead of the clock: the newest readings are at or after the boundary.
     moment = max(moment, boundary + timedelta(minutes=10))
@@ -626,11 +627,11 @@ def test_the_15_minute_level_is_rolled_up_by_maintenance_and_answers_exactly_bef
         expected = recompute(raw_rows(runtime, "roll", "power"), "1h", ZoneInfo("UTC"), start, end)
         assert_points_equal(body["points"], expected, ["avg", "min", "max", "sum", "first", "last"])
 
-    # Readings before the boundary reached every level with their batch; the newer ones only the finest.
-    assert level_totals(runtime, "roll") == (len(older), len(older) + len(fresh))
+    # Readings before the boundary reached every level with their batch; the newer ones wait.
+    assert level_totals(runtime, "roll") == (len(older), len(older))
     answered()
     summary = maintenance.run(runtime, now=moment + timedelta(minutes=16))
-    assert summary["rollup_rows_rolled_up"] > 0
+    assert summary["readings_rolled_up"] > 0
     assert level_totals(runtime, "roll") == (len(older) + len(fresh),) * 2
     answered()
     # A late reading for a quarter hour already rolled up goes into both levels with its batch, once.
@@ -639,12 +640,12 @@ def test_the_15_minute_level_is_rolled_up_by_maintenance_and_answers_exactly_bef
     runtime.store.store(late)
     assert level_totals(runtime, "roll") == (len(older) + len(fresh) + 1,) * 2
     answered()
-    assert maintenance.run(runtime, now=moment + timedelta(minutes=16))["rollup_rows_rolled_up"] == 0
+    assert maintenance.run(runtime, now=moment + timedelta(minutes=16))["readings_rolled_up"] == 0
 
 
 def test_batches_stored_while_maintenance_rolls_up_are_counted_once(runtime):
-    """The roll-up and batches storing at the same time: every reading reaches the 15-minute level
-    exactly once (batches wait for each roll-up step and then see its new boundary)."""
+    """The roll-up and batches storing at the same time: every reading reaches each level exactly once
+    (batches wait for each roll-up step and then see its new boundary)."""
     moment = now()
     stop = threading.Event()
     stored: list[int] = []
