@@ -20,9 +20,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
+from . import logs, metrics
 from .dms import iter_messages
 from .errors import ServiceUnavailable
-from .readings import MessageError, Reading, decode_message, retention_error, utc_now
+from .readings import MessageError, Reading, read_message, retention_error, utc_now
 from .runtime import Runtime, current
 from .store import StoreResult
 
@@ -106,7 +107,9 @@ def _store(runtime: Runtime, readings: list[Reading], context: object) -> StoreR
     )
 
 
-def _within_retention(runtime: Runtime, readings: list[Reading], rejected: list) -> list[Reading]:
+def _within_retention(
+    runtime: Runtime, readings: list[Reading], rejected: list, reasons: list
+) -> list[Reading]:
     """The readings young enough to store; each older one is kept as a rejected message of its own
     (no partition holds its day, and it must not fail the batch)."""
     days = runtime.settings.raw_retention_days
@@ -118,28 +121,76 @@ def _within_retention(runtime: Runtime, readings: list[Reading], rejected: list)
             kept.append(reading)
         else:
             rejected.append(("", reading.to_json(), problem))
+            reasons.append(metrics.TOO_OLD)
     return kept
 
 
+def _context_request_id(context: object) -> str:
+    getter = getattr(context, "getRequestID", None)
+    try:
+        return str(getter()) if getter else ""
+    except Exception:  # the runtime's context is not ours to trust blindly
+        return ""
+
+
+# Ingest request ids per log line: a batch can hold thousands of requests (the local group commit puts
+# many in one message), and one line of megabytes helps no one. Every id is still logged, on as many lines
+# as it takes.
+REQUEST_IDS_PER_LINE = 200
+
+
+def _log_batch(summary: dict, request_ids: list[str]) -> None:
+    """One "batch stored" line with the counts and the first ingest request ids, then "batch requests"
+    lines with the rest, so `grep <request id>` finds the line of the batch that stored its readings."""
+    first, rest = request_ids[:REQUEST_IDS_PER_LINE], request_ids[REQUEST_IDS_PER_LINE:]
+    log.info("batch stored", extra={**summary, "ingest_request_ids": first})
+    for start in range(0, len(rest), REQUEST_IDS_PER_LINE):
+        log.info("batch requests", extra={"ingest_request_ids": rest[start : start + REQUEST_IDS_PER_LINE]})
+
+
 def handle_batch(event: dict, context: object = None) -> dict:
-    readings, rejected, messages = [], [], 0
+    with logs.request_scope(_context_request_id(context)):
+        return _handle_batch(event, context)
+
+
+def _handle_batch(event: dict, context: object) -> dict:
+    readings, rejected, reasons, messages = [], [], [], 0
+    request_ids: list[str] = []
+    sent_times: list[float] = []
     for message in iter_messages(event):
         messages += 1
         try:
-            readings.extend(decode_message(message.value))
+            found, trace = read_message(message.value)
+            readings.extend(found)
         except MessageError as error:
             readings.extend(error.readings)
             rejected.append((message.topic, message.value, error.reason))
+            reasons.extend(metrics.rejection_reason(problem) for problem in error.problems)
             log.warning("rejected a message on %s: %s", message.topic or "?", error.reason)
+            trace = error.trace
+        request_ids.extend(trace.request_ids)
+        if trace.sent_at is not None:
+            sent_times.append(trace.sent_at)
     runtime = current()
-    readings = _within_retention(runtime, readings, rejected)
+    readings = _within_retention(runtime, readings, rejected, reasons)
     result = _store(runtime, readings, context)
     # After the readings: a retried batch stores them again harmlessly.
     _retrying(lambda: runtime.store.reject(rejected), context)
-    return {
+    stored_at = time.time()
+    # Counted once the whole batch is stored: a batch that failed half way counts nothing, and its retry
+    # counts what it finds already stored as duplicates.
+    metrics.consumer_stored(
+        result.stored, result.duplicates, reasons, [max(0.0, stored_at - sent) for sent in sent_times]
+    )
+    summary = {
         "messages": messages,
         "readings": len(readings),
         "stored": result.stored,
         "duplicates": result.duplicates,
         "rejected": len(rejected),
     }
+    _log_batch(
+        {**summary, "oldest_sent_seconds_ago": round(stored_at - min(sent_times), 3) if sent_times else None},
+        request_ids,
+    )
+    return summary

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
+from . import logs, metrics
 from .apig import ApigRequest, Response
 from .auth import Principal, authorize_readings
 from .errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
+from .producer import send_for_request
 from .readings import Reading, json_list, parse_bulk, parse_reading, retention_error, utc_now
 from .runtime import current
 
@@ -57,7 +62,30 @@ def _check_retention(readings: list[Reading], now, *, bulk: bool) -> None:
             raise ValidationError(f"Reading {index}: {problem}" if bulk else problem)
 
 
-def submit_reading(request: ApigRequest) -> dict:
+def _observed(submit: Callable[[ApigRequest], tuple[Response, int]]) -> Callable[[ApigRequest], Response]:
+    """``submit`` as a route: the request's id bound for the logs and the message (the consumer logs it
+    with the batch), and its readings accepted, or its refusal's reason, and its time counted
+    (common/metrics.py; nothing is counted where metrics are not enabled)."""
+
+    @functools.wraps(submit)
+    def route(request: ApigRequest) -> Response:
+        started = time.perf_counter()
+        bound = logs.bind_request(request.request_id)  # not a context manager: this runs per request
+        try:
+            response, accepted = submit(request)
+        except Exception as error:  # an ApiError is answered as such; anything else is a 500
+            metrics.ingest_rejected(metrics.ingest_rejection_reason(error), time.perf_counter() - started)
+            raise
+        finally:
+            logs.unbind_request(bound)
+        metrics.ingest_accepted(accepted, time.perf_counter() - started)
+        return response
+
+    return route
+
+
+@_observed
+def submit_reading(request: ApigRequest) -> tuple[Response, int]:
     """POST /api/device/data"""
     principal = _principal(request)
     body, is_form = _single_body(request)
@@ -66,12 +94,13 @@ def submit_reading(request: ApigRequest) -> dict:
     _check_retention([reading], now, bulk=False)
     if principal is not None:
         authorize_readings(principal, [reading], bulk=False)
-    (shown,) = current().producer.send([reading])
+    (shown,) = send_for_request(current().producer, [reading])
     # The reading's own JSON object with the message first, as the original service answered.
-    return Response(200, '{"message":"Device data submitted successfully",' + shown[1:])
+    return Response(200, '{"message":"Device data submitted successfully",' + shown[1:]), 1
 
 
-def submit_bulk(request: ApigRequest) -> dict:
+@_observed
+def submit_bulk(request: ApigRequest) -> tuple[Response, int]:
     """POST /api/device/data/bulk: every reading is validated before any is queued."""
     principal = _principal(request)
     _check_size(request)
@@ -84,9 +113,10 @@ def submit_bulk(request: ApigRequest) -> dict:
     _check_retention(readings, now, bulk=True)
     if principal is not None:
         authorize_readings(principal, readings, bulk=True)
-    shown = current().producer.send(readings)
-    return Response(
+    shown = send_for_request(current().producer, readings)
+    response = Response(
         200,
         '{"message":"Bulk data submitted successfully",'
         f'"processed_count":{len(shown)},"readings":{json_list(shown)}}}',
     )
+    return response, len(shown)

@@ -12,9 +12,11 @@ context that trusts only the CA in KAFKA_SSL_CAFILE (docs/functiongraph.md, sect
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from . import logs
 from .errors import ServiceUnavailable
 from .readings import Reading, encode_message
 from .settings import Settings, SettingsError
@@ -76,6 +79,29 @@ def client_security(settings: Settings) -> dict:
     }
 
 
+# How many readings the request being served is queueing (``send_for_request``). A message of exactly
+# that many, sent from the request's own thread, holds that request's readings alone, so ``publish``
+# names it even when the producer in between (the local shim's group commit) does not say which requests
+# a message holds.
+_queueing: contextvars.ContextVar[int] = contextvars.ContextVar("queueing", default=0)
+
+
+def send_for_request(producer, readings: Sequence[Reading]) -> list[str]:
+    """``producer.send(readings)`` (a ReadingProducer, or the shim's group commit around one) for the
+    request being served: its id goes into the message when the message holds its readings alone."""
+    token = _queueing.set(len(readings))
+    try:
+        return producer.send(readings)
+    finally:
+        _queueing.reset(token)
+
+
+def _own_request(readings: int) -> list[tuple[str, int]]:
+    """The current request as the only one in a message of ``readings`` readings, if it is."""
+    request_id = logs.request_id()
+    return [(request_id, readings)] if request_id and _queueing.get() == readings else []
+
+
 class ReadingProducer:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -116,21 +142,30 @@ class ReadingProducer:
 
     def send(self, readings: Sequence[Reading]) -> list[str]:
         """Queue one request's readings as one message; raise ServiceUnavailable unless acknowledged.
+        The message names the request being served (``logs.request_scope``), for the consumer's log.
 
         Returns the readings as sent, each as JSON text (``Reading.to_json``), for the caller's response.
         """
         shown = [reading.to_json() for reading in readings]
         if shown:
-            self.publish(shown, readings[0].device_id.encode())
+            self.publish(shown, readings[0].device_id.encode(), [(logs.request_id(), len(shown))])
         return shown
 
-    def publish(self, readings: list[str], key: bytes) -> None:
+    def publish(
+        self, readings: list[str], key: bytes, requests: Sequence[tuple[str, int]] | None = None
+    ) -> None:
         """Send one message holding ``readings`` (JSON objects as text) and wait for the broker's
         acknowledgement; ServiceUnavailable, with the broker's error as its cause, if there is none.
 
-        The key is a device id: one device's readings stay in order on one partition."""
+        The key is a device id: one device's readings stay in order on one partition. ``requests`` are
+        the (request id, number of readings) of the requests whose readings these are, in order (None:
+        the current request's, when the message holds its readings alone); the message carries them and
+        the time it was sent (common/readings.py, "Kafka messages")."""
+        if requests is None:
+            requests = _own_request(len(readings))
+        value = encode_message(readings, sent_at_ms=time.time_ns() // 1_000_000, requests=requests)
         try:
-            future = self._client().send(self.settings.kafka_topic, key=key, value=encode_message(readings))
+            future = self._client().send(self.settings.kafka_topic, key=key, value=value)
             future.get(timeout=self.settings.kafka_timeout_ms / 1000 + 1)
         except SettingsError as error:  # the operator's to fix; the device is told only to retry
             log.error("Kafka producer not built: %s", error)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import NamedTuple
@@ -319,6 +320,35 @@ def retention_error(reading: Reading, oldest: datetime, days: int) -> str | None
 # --- Kafka messages -------------------------------------------------------------------------
 # One message per accepted request: the broker acknowledges it whole or not at all, so a request is
 # never half queued. The consumer also accepts a bare reading object (one reading per message).
+#
+# Beside its readings a message from ingest says when it was queued and which requests it holds, so a
+# reading can be followed from its request to its row (the DMS trigger hands the consumer message values
+# only, no Kafka timestamps or headers):
+#
+#     {"readings": [...], "sent_at": 1717200000123, "requests": [{"request_id": "...", "readings": 2}]}
+#
+# ``sent_at`` is milliseconds since the epoch (as Kafka writes times); ``requests`` lists the requests in the order of their readings
+# (several when the local shim's group commit made one message of them). Both are optional: messages
+# without them are read as before. They belong to the message, never to a reading, so a device cannot
+# send them: a reading with any field besides its four is refused.
+
+
+class MessageTrace(NamedTuple):
+    """Where a message came from: when ingest queued it and the requests whose readings it holds."""
+
+    sent_at: float | None = None  # seconds since the epoch
+    requests: tuple[tuple[str, int], ...] = ()  # (request id, how many of the readings are its)
+
+    @property
+    def request_ids(self) -> list[str]:
+        return [request_id for request_id, _ in self.requests]
+
+
+NO_TRACE = MessageTrace()
+
+# A request id goes into the message as JSON text written directly: only ids made of these characters
+# (APIG's and the shim's are hex or UUIDs) are written, and read back.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def json_list(objects: list[str]) -> str:
@@ -326,18 +356,64 @@ def json_list(objects: list[str]) -> str:
     return "[" + ",".join(objects) + "]"
 
 
-def encode_message(readings: list[str]) -> bytes:
-    """One Kafka message ``{"readings": [...]}`` for readings written as JSON (``Reading.to_json``)."""
-    return ('{"readings":' + json_list(readings) + "}").encode()
+def encode_message(
+    readings: list[str], *, sent_at_ms: int | None = None, requests: Iterable[tuple[str, int]] = ()
+) -> bytes:
+    """One Kafka message ``{"readings": [...]}`` for readings written as JSON (``Reading.to_json``), with
+    the time it is sent and the requests it holds when they are given. A request id that is not a plain
+    token is left out (its readings are still counted), never escaped into the message. Written directly,
+    as the readings are: ingest writes one message per request."""
+    text = '{"readings":[' + ",".join(readings) + "]"
+    if sent_at_ms is not None:
+        text += ',"sent_at":' + str(int(sent_at_ms))
+    if requests:
+        spans = ",".join(
+            [
+                '{"request_id":"' + request_id + '","readings":' + str(int(count)) + "}"
+                for request_id, count in requests
+                if _REQUEST_ID.fullmatch(request_id)
+            ]
+        )
+        if spans:
+            text += ',"requests":[' + spans + "]"
+    return (text + "}").encode()
 
 
 class MessageError(ValueError):
-    """A Kafka message that cannot be (entirely) read as readings; ``reason`` says why."""
+    """A Kafka message that cannot be (entirely) read as readings; ``reason`` says why.
 
-    def __init__(self, reason: str, readings: list[Reading] | None = None):
+    ``readings`` are the message's valid readings (kept, not lost with the bad ones), ``problems`` one
+    line per refused reading (one for the whole message when it cannot be read at all), ``trace`` what
+    the message said about where it came from."""
+
+    def __init__(
+        self,
+        reason: str,
+        readings: list[Reading] | None = None,
+        problems: list[str] | None = None,
+        trace: MessageTrace = NO_TRACE,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.readings = readings or []
+        self.problems = problems or [reason]
+        self.trace = trace
+
+
+def _trace(data: dict) -> MessageTrace:
+    """What a message says about where it came from; anything malformed there is ignored, since it
+    only serves following readings through the logs and never decides what is stored."""
+    sent_at = data.get("sent_at")
+    sent_at = sent_at / 1000 if type(sent_at) in (int, float) and math.isfinite(sent_at) else None
+    requests = []
+    listed = data.get("requests")
+    if isinstance(listed, list):
+        for entry in listed:
+            if isinstance(entry, dict):
+                request_id, count = entry.get("request_id"), entry.get("readings")
+                if type(request_id) is str and _REQUEST_ID.fullmatch(request_id) and type(count) is int:
+                    requests.append((request_id, count))
+    return MessageTrace(sent_at, tuple(requests)) if sent_at is not None or requests else NO_TRACE
 
 
 def decode_message(raw: str) -> list[Reading]:
@@ -346,13 +422,21 @@ def decode_message(raw: str) -> list[Reading]:
     Raises MessageError when the message is not JSON or has an invalid reading; the error still
     carries the valid readings of a multi-reading message so they are not lost with the bad one.
     """
+    return read_message(raw)[0]
+
+
+def read_message(raw: str) -> tuple[list[Reading], MessageTrace]:
+    """Readings of one Kafka message and its trace (``MessageTrace``); raises MessageError as
+    ``decode_message`` does."""
     try:
         data = json.loads(raw)
     except (ValueError, TypeError) as error:
         raise MessageError(f"not JSON: {error}") from None
-    items = data.get("readings") if isinstance(data, dict) and "readings" in data else [data]
+    enveloped = isinstance(data, dict) and "readings" in data
+    items = data.get("readings") if enveloped else [data]
+    trace = _trace(data) if enveloped and len(data) > 1 else NO_TRACE
     if not isinstance(items, list) or not items:
-        raise MessageError('"readings" must be a non-empty list')
+        raise MessageError('"readings" must be a non-empty list', trace=trace)
     received_at = utc_now()
     latest = received_at + MAX_FUTURE_SKEW
     readings, problems = [], []
@@ -368,5 +452,5 @@ def decode_message(raw: str) -> list[Reading]:
         except ValidationError as error:
             problems.append(f"Reading {index}: {error.message}")
     if problems:
-        raise MessageError("; ".join(problems), readings)
-    return readings
+        raise MessageError("; ".join(problems), readings, problems, trace)
+    return readings, trace

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from . import runtime
+from . import logs, runtime
 from .apig import ApigRequest, Response, api_error_response, cors_headers, error_response, json_response
 from .errors import ApiError, MethodNotAllowed, NotFound
 
@@ -87,7 +87,8 @@ class Router:
     def resolve(self, event: dict, context: object = None) -> dict:
         """Route one APIG event to its function and return the APIG response dict."""
         request = ApigRequest.from_event(event)
-        response = self.dispatch(request)
+        with logs.request_scope(request.request_id):
+            response = self.dispatch(request)
         response.headers = {**_cors(request), **response.headers}
         return response.to_apig()
 

@@ -7,11 +7,11 @@ reused across invocations; nothing connects at import time.
 from __future__ import annotations
 
 import gc
-import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
+from . import logs
 from .apig import ApigRequest
 from .auth import UNRESTRICTED, Principal, TokenRegistry
 from .cache import LatestCache
@@ -71,12 +71,8 @@ def initialize(context: object = None, settings: Settings | None = None) -> Runt
     global _current
     if settings is None:
         settings = Settings.from_context(context) if context is not None else Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # kafka-python narrates every metadata refresh at INFO; its warnings are what matter.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # One JSON object a line (common/logs.py): LTS in the cloud, and jq locally, search them by field.
+    logs.configure(settings.log_level)
     with _lock:
         if _current is not None:
             _current.close()

@@ -118,6 +118,10 @@ class Settings:
     # directory that holds common/: the repository, or in FunctionGraph the dependency package, where
     # `make package` puts deploy/kafka-ca.pem as certs/kafka-ca.pem.
     kafka_ssl_cafile: str = ""
+    # The consumer group whose lag GET /api/pipeline shows. Empty: every group that committed offsets on
+    # the topic (the DMS trigger's group name is not documented: docs/functiongraph.md, section 9). The
+    # local trigger loops join this group unless TRIGGER_GROUP_ID names another.
+    kafka_consumer_group: str = ""
 
     # Timeouts in seconds for connecting to PostgreSQL and Redis: a dead dependency means a quick 503.
     connect_timeout: int = 3
@@ -236,9 +240,20 @@ FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
     "consumer": frozenset((*_DB_OWNER, *_REDIS, *_RETENTION, "LOG_LEVEL")),
     # on a timer: partitions ahead, expired ones dropped, rollups backfilled; migrates the schema
     "maintenance": frozenset((*_DB_OWNER, *_RETENTION, "LOG_LEVEL")),
-    # reads Redis and PostgreSQL as the reader; /ready asks Kafka; delete-all (demo mode, admin) writes
+    # reads Redis and PostgreSQL as the reader; /ready asks Kafka, /api/pipeline its consumer group's
+    # lag; delete-all (demo mode, admin) writes
     "query": frozenset(
-        (*_DB_READER, *_DB_WRITER, *_REDIS, *_KAFKA, *_AUTH, "CORS_ORIGINS", "DEMO_MODE", "LOG_LEVEL")
+        (
+            *_DB_READER,
+            *_DB_WRITER,
+            *_REDIS,
+            *_KAFKA,
+            *_AUTH,
+            "KAFKA_CONSUMER_GROUP",
+            "CORS_ORIGINS",
+            "DEMO_MODE",
+            "LOG_LEVEL",
+        )
     ),
     "dashboard": frozenset(),
 }

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from common import logs
 from common.producer import client_security
 from common.settings import Settings
 from common.store import ReadingStore
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
+    logs.configure(settings.log_level)
     deadline = time.monotonic() + args.wait
     try:
         retry(

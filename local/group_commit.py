@@ -18,6 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
+from common import logs
 from common.errors import ServiceUnavailable
 from common.producer import UNAVAILABLE, ReadingProducer
 from common.readings import Reading
@@ -37,11 +38,13 @@ class _Group:
     (``your_turn``), after waiting up to the linger for ``expected`` requests (``all_in``); the others
     wait for ``sent``. Each event wakes only the threads it concerns."""
 
-    __slots__ = ("readings", "requests", "expected", "key", "your_turn", "all_in", "sent", "error")
+    __slots__ = ("readings", "requests", "spans", "expected", "key", "your_turn", "all_in", "sent", "error")
 
     def __init__(self, key: bytes, expected: int):
         self.readings: list[str] = []
         self.requests = 0
+        # (request id, readings) of each request in the message, in order: the message names them.
+        self.spans: list[tuple[str, int]] = []
         self.expected = expected
         self.key = key
         self.your_turn = threading.Event()
@@ -67,7 +70,7 @@ class GroupCommitProducer:
         shown = [reading.to_json() for reading in readings]
         if not shown:
             return shown
-        group = self._join(shown, readings[0].device_id.encode())
+        group = self._join(shown, readings[0].device_id.encode(), logs.request_id())
         if group.error is not None:
             raise ServiceUnavailable(group.error.message) from group.error.__cause__
         return shown
@@ -78,7 +81,7 @@ class GroupCommitProducer:
     def close(self) -> None:
         self.producer.close()
 
-    def _join(self, shown: list[str], key: bytes) -> _Group:
+    def _join(self, shown: list[str], key: bytes, request_id: str) -> _Group:
         """Add a request to the open group; return once that group's message was sent or failed."""
         with self._lock:
             group = self._open
@@ -91,6 +94,7 @@ class GroupCommitProducer:
                     self._sending = True
                     group.your_turn.set()
             group.readings.extend(shown)
+            group.spans.append((request_id, len(shown)))
             group.requests += 1
             if group.requests == group.expected:
                 group.all_in.set()
@@ -110,7 +114,7 @@ class GroupCommitProducer:
             self._recent_sizes.append(group.requests)
         error: ServiceUnavailable | None = ServiceUnavailable(UNAVAILABLE)  # if publish raises otherwise
         try:
-            self.producer.publish(group.readings, group.key)
+            self.producer.publish(group.readings, group.key, group.spans)
             error = None
         except ServiceUnavailable as failure:
             error = failure

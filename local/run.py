@@ -9,6 +9,9 @@ child process. Ctrl-C stops every child this runner started.
 The runner migrates the schema (creating the reader and writer roles) before anything starts. As in
 the cloud, the shim's functions (ingest, query, the authorizer) get the reader's and writer's accounts
 but not the owner's; the trigger loops and the maintenance timer get the owner's.
+
+The shim's workers and the trigger loops share one prometheus_client multiprocess directory, emptied
+before they start, so the shim's ``GET /metrics`` shows the whole pipeline (common/metrics.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from common import logs, metrics
 from common.producer import client_security
 from common.settings import FUNCTION_SETTINGS, Settings
 from common.store import ReadingStore
@@ -52,6 +56,8 @@ log = logging.getLogger("local.run")
 # Held (flock) while a stack runs from a data folder: a second runner on the same folder would fight
 # the first over PostgreSQL's data directory.
 LOCK_FILE = "run.lock"
+# Where the shim's workers and the trigger loops keep their metrics, inside the data folder.
+METRICS_DIR = "metrics"
 # How long the shim and the trigger loops get to finish what they are doing when the stack stops.
 STOP_GRACE_SECONDS = 10
 
@@ -133,9 +139,17 @@ class Stack:
         )
         self.children.append((name, process))
 
+    def prepare_metrics(self) -> Path:
+        """An empty multiprocess directory for the shim's workers and the trigger loops, named to them in
+        PROMETHEUS_MULTIPROC_DIR: values a run left behind would be counted again."""
+        directory = metrics.prepare_directory(self.data_dir / METRICS_DIR)
+        self.env[metrics.MULTIPROC_DIR] = str(directory)
+        return directory
+
     def start_service(self, loops: int) -> None:
         """The shim and ``loops`` trigger loops; returns once the shim answers and every loop has
         joined the consumer group, so readings accepted from then on are being consumed."""
+        self.prepare_metrics()
         self.spawn(
             "shim",
             "local.shim",
@@ -267,7 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.consumers < 1:
         parser.error("--consumers must be at least 1")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.WARNING)
     # Local demo mode: delete-all on and device tokens off, unless the environment says otherwise.
     os.environ.setdefault("DEMO_MODE", "true")
     os.environ.setdefault("AUTH_ENABLED", "true" if args.auth else "false")
@@ -306,6 +320,7 @@ def run(stack: Stack, args: argparse.Namespace) -> bool:
             f"\nReady.\n  dashboard   http://127.0.0.1:{args.port}/\n"
             f"  API         http://127.0.0.1:{args.port}/api/devices\n"
             f"  health      http://127.0.0.1:{args.port}/health\n"
+            f"  metrics     http://127.0.0.1:{args.port}/metrics\n"
             f"  topic       {settings.kafka_topic}\n"
             f"  demo mode   {'on (POST /api/delete-all enabled)' if settings.demo_mode else 'off'}\n"
             f"  auth        {AUTH_ON if settings.auth_enabled else AUTH_OFF}\n"

@@ -2,14 +2,21 @@
 
 It holds no business logic. Routes come from the functions' own routers, so the shim serves exactly
 what APIG would route, and each function's initializer runs once, as FunctionGraph runs it.
+
+Besides them it serves ``GET /metrics``: the pipeline's metrics (common/metrics.py) of every worker, and
+under ``make run`` of every trigger loop too, all through one prometheus_client multiprocess directory.
+It is the shim's own page, not an API route: APIG has no such route, and no function answers it.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from types import ModuleType
@@ -17,7 +24,7 @@ from types import ModuleType
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from common import runtime
+from common import logs, metrics, runtime
 from common.apig import build_event, cors_headers, error_response, response_body
 from common.auth import CONTEXT_HEADERS, CONTEXT_PARAMETERS, authorizer_event
 from common.errors import MethodNotAllowed, NotFound, Unauthorized
@@ -31,6 +38,7 @@ from .group_commit import GroupCommitProducer
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
 # Headers only the gateway may set (the authorizer's context): a client's copies are dropped.
 _GATEWAY_ONLY = frozenset("HTTP_" + header.upper().replace("-", "_") for header in CONTEXT_HEADERS)
 
@@ -53,6 +61,13 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
     app.url_map.strict_slashes = False
     # APIG refuses oversized bodies before any function runs; so does the shim.
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        """Prometheus's text format; open, like the rest of the local operator's view (README,
+        "Pipeline metrics"). Not a function's route: in the cloud there is nothing to scrape."""
+        body, content_type = metrics.exposition()
+        return Response(body, status=200, content_type=content_type)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -91,12 +106,15 @@ def create_app(function_names: tuple[str, ...] = HTTP_FUNCTIONS) -> Flask:
                 body=_body(environ),
                 path_params=path_params,
             )
+            request_id = event["requestContext"]["requestId"]
             refusal = None if public else _authorize(authorizer, event)
             if refusal is not None:
                 result = refusal
             else:
-                context = LocalContext(name, request_id=event["requestContext"]["requestId"])
-                result = module.handler(event, context)
+                result = module.handler(event, LocalContext(name, request_id=request_id))
+            # As APIG does: the caller can quote it, and the consumer's log names the batch that
+            # stored the request's readings by it.
+            result.setdefault("headers", {})[REQUEST_ID_HEADER] = request_id
         return _http_response(result)
 
     return app
@@ -176,7 +194,23 @@ def worker_app() -> Flask:
     """The app as each Granian worker builds it. The worker also exits if the server's main process
     is gone: Granian's workers outlive a killed main process and keep answering on its port."""
     _exit_with_parent()
+    metrics.enable()
     return create_app()
+
+
+def metrics_directory() -> str:
+    """The prometheus_client multiprocess directory the workers share, made before they start.
+
+    One given in PROMETHEUS_MULTIPROC_DIR belongs to whoever set it (the local runner prepares it for the
+    shim and the trigger loops together). Otherwise the shim makes an empty one of its own and removes
+    it when it stops: a directory kept from an earlier run would count that run's requests again."""
+    given = os.environ.get(metrics.MULTIPROC_DIR)
+    if given:
+        return given
+    own = tempfile.mkdtemp(prefix="iot-shim-metrics-")
+    atexit.register(shutil.rmtree, own, ignore_errors=True)
+    os.environ[metrics.MULTIPROC_DIR] = own  # the workers inherit it
+    return own
 
 
 def _exit_with_parent(interval: float = 0.5) -> None:
@@ -228,6 +262,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     if port_in_use(host, port):
         raise SystemExit(f"Error: {host}:{port} is already in use; choose another port (--port, SHIM_PORT)")
 
+    metrics_directory()
     server = Server(
         "local.shim:worker_app",
         factory=True,
@@ -239,6 +274,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         workers=workers,
         blocking_threads=threads,
         respawn_failed_workers=True,
+        # The server's own lines as JSON too, like every process's (common/logs.py).
+        log_dictconfig=logs.dict_config(os.environ.get("LOG_LEVEL") or "INFO"),
     )
     # Granian warns when threads outnumber 2 x cores + 1, as SHIM_THREADS may ask. Ours mostly wait
     # for the broker's acknowledgement, so more threads than cores is no fault in itself.

@@ -4,6 +4,10 @@ Like the DMS trigger it hands the handler batches of up to ``batch_size`` messag
 the cloud trigger (which does not redeliver after an error), it commits offsets only after the
 handler returned, and on an error it rewinds to the batch's first offsets and retries with
 back-off, so a batch is never skipped while PostgreSQL is down. No business logic lives here.
+
+It also reports how far behind it is: per partition the messages not yet stored and the age of the
+oldest (``Backlog``), with the consumer's counters, as Prometheus metrics (common/metrics.py) in the
+multiprocess directory the local runner shares with the shim, or on ``--metrics-port`` of its own.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
-from common import dms
+from common import dms, metrics
 from common.producer import client_security
 from common.settings import Settings
 from functions import load_function
@@ -50,6 +55,9 @@ LOOPS_HELP = (
     f"trigger loop processes in one consumer group (default: TRIGGER_LOOPS, else {DEFAULT_TRIGGER_LOOPS})"
 )
 
+# The consumer group when neither TRIGGER_GROUP_ID nor KAFKA_CONSUMER_GROUP names one.
+DEFAULT_GROUP = "iot-consumer"
+
 Handler = Callable[[dict, object], object]
 
 
@@ -58,12 +66,92 @@ def configured_loops() -> int:
     return env_int("TRIGGER_LOOPS", DEFAULT_TRIGGER_LOOPS)
 
 
+class Backlog:
+    """How far this loop's partitions are behind: per partition the messages not yet stored and
+    committed (high watermark minus the first offset not stored) and the age of the oldest of them (from
+    its Kafka timestamp: the batch in hand starts at the committed offset). Written by the loop after
+    each fetch and commit, and published as gauges (common/metrics.py) every ``REPORT_SECONDS`` by a
+    thread of its own, so the age keeps growing while a batch is retried."""
+
+    REPORT_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._highwater: dict[TopicPartition, int] = {}
+        self._next: dict[TopicPartition, int] = {}  # the first offset not yet stored
+        self._oldest_ms: dict[TopicPartition, int] = {}  # Kafka timestamp of the message at that offset
+
+    def fetched(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list]) -> None:
+        """After a fetch: the batch in hand starts at each of its partitions' first offset not stored."""
+        assigned = consumer.assignment()
+        with self._lock:
+            for partition in assigned:
+                highwater = consumer.highwater(partition)
+                if highwater is not None:
+                    self._highwater[partition] = highwater
+                records = batch.get(partition)
+                if records:
+                    self._next[partition] = records[0].offset
+                    self._oldest_ms[partition] = records[0].timestamp
+                elif partition not in self._next:
+                    position = _position(consumer, partition)
+                    if position is not None:
+                        self._next[partition] = position
+
+    def stored(self, batch: dict[TopicPartition, list]) -> None:
+        """After a commit: nothing of the batch waits any more; what follows it is not fetched yet."""
+        with self._lock:
+            for partition, records in batch.items():
+                self._next[partition] = records[-1].offset + 1
+                self._oldest_ms.pop(partition, None)
+
+    def released(self, partitions) -> None:
+        with self._lock:
+            for partition in partitions:
+                for known in (self._highwater, self._next, self._oldest_ms):
+                    known.pop(partition, None)
+        for partition in partitions:
+            metrics.partition_released(partition.topic, partition.partition)
+
+    def snapshot(self, now_ms: float) -> dict[TopicPartition, tuple[int, float]]:
+        """(lag in messages, age of the oldest waiting message in seconds) per known partition."""
+        with self._lock:
+            found = {}
+            for partition, highwater in self._highwater.items():
+                first = self._next.get(partition)
+                if first is None:
+                    continue
+                lag = max(0, highwater - first)
+                oldest = self._oldest_ms.get(partition)
+                age = max(0.0, (now_ms - oldest) / 1000) if lag and oldest is not None else 0.0
+                found[partition] = (lag, age)
+            return found
+
+    def report(self) -> None:
+        for partition, (lag, age) in self.snapshot(time.time() * 1000).items():
+            metrics.partition_backlog(partition.topic, partition.partition, lag, age)
+
+    def report_until(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.REPORT_SECONDS):
+            self.report()
+
+
+def _position(consumer: KafkaConsumer, partition: TopicPartition) -> int | None:
+    """The partition's consumed position, if the client can tell without waiting long."""
+    try:
+        return consumer.position(partition, timeout_ms=200)
+    except (KafkaError, AssertionError):
+        return None
+
+
 class _Announce(ConsumerRebalanceListener):
     """Logs partition assignments and, the first time, touches ``ready_file`` (the local runner
-    waits for it, so "Ready" means readings are being consumed, not just accepted)."""
+    waits for it, so "Ready" means readings are being consumed, not just accepted). Partitions taken
+    away leave the backlog this loop reports."""
 
-    def __init__(self, ready_file: Path | None):
+    def __init__(self, ready_file: Path | None, backlog: Backlog | None = None):
         self.ready_file = ready_file
+        self.backlog = backlog
 
     def on_partitions_assigned(self, assigned) -> None:
         log.info("consuming partitions %s", sorted(p.partition for p in assigned))
@@ -72,6 +160,8 @@ class _Announce(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked) -> None:
         log.info("partitions revoked: %s", sorted(p.partition for p in revoked))
+        if self.backlog is not None:
+            self.backlog.released(revoked)
 
 
 class TriggerLoop:
@@ -80,7 +170,7 @@ class TriggerLoop:
         settings: Settings,
         handler: Handler,
         *,
-        group_id: str = "iot-consumer",
+        group_id: str = DEFAULT_GROUP,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_wait_ms: int = DEFAULT_MAX_WAIT_MS,
         max_backoff_s: float = 10.0,
@@ -96,6 +186,7 @@ class TriggerLoop:
         self.batches = 0
         self.messages = 0
         self.ready_file = ready_file
+        self.backlog = Backlog()
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
@@ -111,7 +202,7 @@ class TriggerLoop:
             max_poll_records=self.batch_size,
             metrics_enabled=False,  # sensors on every fetched record that nothing reads
         )
-        consumer.subscribe([self.settings.kafka_topic], listener=_Announce(self.ready_file))
+        consumer.subscribe([self.settings.kafka_topic], listener=_Announce(self.ready_file, self.backlog))
         return consumer
 
     def _collect(self, consumer: KafkaConsumer) -> dict[TopicPartition, list]:
@@ -168,14 +259,20 @@ class TriggerLoop:
         consumer = self._consumer()
         backoff = 0.5
         log.info("consuming %s as group %s", self.settings.kafka_topic, self.group_id)
+        if metrics.enabled():
+            threading.Thread(
+                target=self.backlog.report_until, args=(self.stopping,), name="backlog", daemon=True
+            ).start()
         try:
             while not self.stopping.is_set():
                 batch = self._collect(consumer)
+                self.backlog.fetched(consumer, batch)
                 if not batch:
                     continue
                 try:
                     self._invoke(batch)
                 except Exception as error:  # the handler failed: rewind and retry the same records
+                    metrics.consumer_failed()
                     log.warning("consumer failed (%s); retrying the batch in %.1fs", error, backoff)
                     for partition, records in batch.items():
                         consumer.seek(partition, records[0].offset)
@@ -189,6 +286,8 @@ class TriggerLoop:
                     # A rebalance took the partitions; their next owner re-reads from the last
                     # commit and storing is idempotent, so nothing is lost or doubled.
                     log.warning("offset commit failed: %s", error)
+                else:
+                    self.backlog.stored(batch)
                 self.batches += 1
                 self.messages += sum(len(records) for records in batch.values())
         finally:
@@ -220,7 +319,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description="Invoke the consumer function from Kafka, as the DMS trigger does."
     )
-    parser.add_argument("--group", default=os.environ.get("TRIGGER_GROUP_ID") or "iot-consumer")
+    parser.add_argument(
+        "--group",
+        default=os.environ.get("TRIGGER_GROUP_ID") or os.environ.get("KAFKA_CONSUMER_GROUP") or DEFAULT_GROUP,
+        help=f"the consumer group (default: TRIGGER_GROUP_ID, else KAFKA_CONSUMER_GROUP, else {DEFAULT_GROUP})",
+    )
     parser.add_argument("--batch-size", type=int, default=env_int("TRIGGER_BATCH_SIZE", DEFAULT_BATCH_SIZE))
     parser.add_argument(
         "--max-wait-ms", type=int, default=env_int("TRIGGER_MAX_WAIT_MS", DEFAULT_MAX_WAIT_MS)
@@ -228,7 +331,19 @@ def main() -> None:
     parser.add_argument(
         "--ready-file", help="touched once partitions are assigned (the local runner waits for it)"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=env_int("TRIGGER_METRICS_PORT", 0),
+        help="serve this loop's metrics on GET /metrics at this port (default: TRIGGER_METRICS_PORT, else"
+        " none: under `make run` the shim's /metrics shows every loop's)",
+    )
     args = parser.parse_args()
+
+    # Before the handler is loaded: its counters go where this process's metrics go.
+    metrics.enable()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
 
     function = load_function("consumer")
     function.initializer(LocalContext("consumer"))

@@ -235,16 +235,20 @@ DRAWN_POINTS_JS = """
     }
     return false;
   });
-  return { coloured, drawn, points: u.data[1].filter(v => v != null).length };
+  const xs = u.data[0].filter((t, i) => u.data[1][i] != null).map(t => u.valToPos(t, "x", true));
+  const span = xs.length ? Math.max(...xs) - Math.min(...xs) : 0;
+  return { coloured, drawn, span, points: u.data[1].filter(v => v != null).length };
 }
 """
 
 
 def assert_chart_drawn(page: Page, metric: str) -> None:
     result = page.evaluate(DRAWN_POINTS_JS, [metric, COLORS[metric]])
-    # A floor per point drawn: a line through many buckets colours far more, a few isolated buckets (a
-    # gap on each side) only their points; where each point is, is checked below.
-    assert result["coloured"] >= 10 * max(1, result["points"]), (
+    # A floor per point drawn: a few isolated buckets (a gap on each side) colour only their points; a
+    # line through buckets closer than that colours at least a pixel per column it spans. Where each
+    # point is, is checked below.
+    floor = min(10 * max(1, result["points"]), max(10, result["span"]))
+    assert result["coloured"] >= floor, (
         f"{metric}: hardly any pixels of the series colour on the canvas ({result['coloured']})"
     )
     assert all(result["drawn"]), f"{metric}: some points are not drawn where they belong: {result['drawn']}"

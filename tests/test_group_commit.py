@@ -39,7 +39,7 @@ class RecordingPublisher:
         self.messages: list[list[str]] = []
         self.lock = threading.Lock()
 
-    def publish(self, readings: list[str], key: bytes) -> None:
+    def publish(self, readings: list[str], key: bytes, requests=None) -> None:
         time.sleep(self.delay)
         if self.fail:
             raise ServiceUnavailable(UNAVAILABLE)

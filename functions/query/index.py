@@ -1,6 +1,6 @@
 """Query function: devices, latest, history, series, stats, health and delete-all."""
 
-from common import query, runtime
+from common import pipeline, query, runtime
 from common.router import Router
 
 app = Router()
@@ -9,6 +9,7 @@ app.get("/ready")(query.readiness)
 app.get("/openapi.json", public=True)(query.openapi_document)
 app.get("/api/devices")(query.list_devices)
 app.get("/api/stats")(query.stats)
+app.get("/api/pipeline")(pipeline.pipeline)
 app.get("/api/device/{device_id}/latest")(query.device_latest)
 app.get("/api/device/{device_id}/history")(query.device_history)
 app.get("/api/device/{device_id}/series")(query.device_series)

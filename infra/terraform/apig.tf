@@ -28,6 +28,7 @@ locals {
     { function = "query", method = "GET", path = "/api/device/{device_id}/latest", public = false },
     { function = "query", method = "GET", path = "/api/device/{device_id}/series", public = false },
     { function = "query", method = "GET", path = "/api/devices", public = false },
+    { function = "query", method = "GET", path = "/api/pipeline", public = false },
     { function = "query", method = "GET", path = "/api/stats", public = false },
     { function = "query", method = "GET", path = "/health", public = true },
     { function = "query", method = "GET", path = "/openapi.json", public = true },

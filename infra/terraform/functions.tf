@@ -70,6 +70,14 @@ resource "huaweicloud_fgs_function" "fn" {
   user_data           = length(local.function_user_data[each.key]) > 0 ? jsonencode(local.function_user_data[each.key]) : null
   encrypted_user_data = length(local.function_secrets[each.key]) > 0 ? jsonencode(local.function_secrets[each.key]) : null
 
+  # Its logs in the service's own LTS group and a stream of its own (logs.tf), not in FunctionGraph's
+  # default group shared by every function of the account.
+  enable_lts_log  = true
+  log_group_id    = huaweicloud_lts_group.functions.id
+  log_group_name  = huaweicloud_lts_group.functions.group_name
+  log_stream_id   = huaweicloud_lts_stream.function[each.key].id
+  log_stream_name = huaweicloud_lts_stream.function[each.key].stream_name
+
   # The first apply publishes the code above as v1 and points `live` at it.
   versions {
     name        = "v1"

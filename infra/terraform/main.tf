@@ -38,6 +38,8 @@ locals {
     LOG_LEVEL          = var.log_level
     # The pages that may call the API: the dashboard on OBS, and those the API serves itself.
     CORS_ORIGINS = join(",", [local.dashboard_origin, local.api_url])
+    # The group whose lag GET /api/pipeline shows (empty: every group with offsets on the topic).
+    KAFKA_CONSUMER_GROUP = var.kafka_consumer_group
 
     RAW_RETENTION_DAYS    = tostring(var.raw_retention_days)
     ROLLUP_RETENTION_DAYS = tostring(var.rollup_retention_days)
@@ -78,7 +80,7 @@ locals {
     authorizer  = concat(local.db_reader_settings, local.auth_settings, ["LOG_LEVEL"])
     consumer    = concat(local.db_owner_settings, local.redis_settings, local.retention_settings, ["LOG_LEVEL"])
     maintenance = concat(local.db_owner_settings, local.retention_settings, ["LOG_LEVEL"])
-    query       = concat(local.db_reader_settings, local.db_writer_settings, local.redis_settings, local.kafka_settings_used, local.auth_settings, ["CORS_ORIGINS", "DEMO_MODE", "LOG_LEVEL"])
+    query       = concat(local.db_reader_settings, local.db_writer_settings, local.redis_settings, local.kafka_settings_used, local.auth_settings, ["KAFKA_CONSUMER_GROUP", "CORS_ORIGINS", "DEMO_MODE", "LOG_LEVEL"])
     dashboard   = []
   }
 

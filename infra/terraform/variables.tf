@@ -316,6 +316,17 @@ variable "kafka_timeout_ms" {
   }
 }
 
+variable "kafka_consumer_group" {
+  description = "KAFKA_CONSUMER_GROUP: the consumer group of the consumer's Kafka trigger, whose lag GET /api/pipeline shows. Empty: every group that committed offsets on the readings topic (FunctionGraph does not document the trigger's group name; the DMS console lists it under the instance's consumer groups)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]{0,249}$", var.kafka_consumer_group))
+    error_message = "kafka_consumer_group must be empty or a Kafka group name: letters, digits, '.', '_' and '-'."
+  }
+}
+
 variable "connect_timeout" {
   description = "CONNECT_TIMEOUT: seconds before an unreachable PostgreSQL or Redis counts as down."
   type        = number
@@ -388,6 +399,17 @@ variable "rollup_retention_days" {
   validation {
     condition     = var.rollup_retention_days >= 0 && floor(var.rollup_retention_days) == var.rollup_retention_days
     error_message = "rollup_retention_days must be 0 (keep forever) or a whole number of days."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days the functions' logs are kept in LTS (the service's log group)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.log_retention_days >= 1 && var.log_retention_days <= 365
+    error_message = "log_retention_days must be between 1 and 365 (what LTS allows)."
   }
 }
 

@@ -304,7 +304,12 @@
     }
 
     async function load() {
-      const [list, stats] = await Promise.allSettled([fetchAllDevices(), D.getJson("/api/stats")]);
+      const [list, stats, pipeline] = await Promise.allSettled([
+        fetchAllDevices(),
+        D.getJson("/api/stats"),
+        D.getJson("/api/pipeline"),
+      ]);
+      D.showPipeline(pipeline);
       if (stats.status === "fulfilled") {
         showStat("count-today", stats.value.readings_today);
         showStat("count-rejected", stats.value.rejected_messages);
