@@ -378,6 +378,8 @@ class Timing:
 
 # Requests of each kind sent before the timed ones.
 WARM_UP = 5
+# The read key the measurements use; revoked when they end.
+BENCH_KEY = "bench-scale"
 
 
 def _time_param(moment: datetime, rng: random.Random) -> str:
@@ -390,8 +392,18 @@ def _time_param(moment: datetime, rng: random.Random) -> str:
 class Measurements:
     """Requests to the query function's handler, in this process, against a built database."""
 
-    def __init__(self, handler: Callable[[dict, object], dict], shape: Shape, end: datetime, seed: int):
+    def __init__(
+        self,
+        handler: Callable[[dict, object], dict],
+        shape: Shape,
+        end: datetime,
+        seed: int,
+        key: str | None = None,
+    ):
         self.handler = handler
+        # With auth on, reads need a credential, as in service: a read key for every device (checked
+        # once, then remembered by the process, as a busy function instance does).
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.context = LocalContext("query")
         self.shape = shape
         self.end = end
@@ -399,7 +411,7 @@ class Measurements:
         self.rng = random.Random(seed)
 
     def call(self, path: str, query: dict[str, str]) -> tuple[float, dict]:
-        event = build_event("GET", path, query=query)
+        event = build_event("GET", path, headers=self.headers, query=query)
         started = time.perf_counter()
         response = self.handler(event, self.context)
         return time.perf_counter() - started, response
@@ -708,14 +720,16 @@ def main() -> None:
         if args.build_only:
             return
         end = datetime.fromisoformat(built["end"])
-        runtime.initialize(settings=settings)
+        tokens = runtime.initialize(settings=settings).tokens
+        key = tokens.register_reader(BENCH_KEY)
         query = load_function("query")
         seed = args.seed if args.seed is not None else random.randrange(2**31)
-        measurements = Measurements(query.handler, shape, end, seed)
+        measurements = Measurements(query.handler, shape, end, seed, key)
         for timing in measurements.measure(args.requests):
             emit({**timing.row(), "readings_in_database": built["readings"], "seed": seed}, results)
             for error in timing.errors[:3]:
                 print(f"#   {error}", file=sys.stderr)
+        tokens.revoke(BENCH_KEY)
         with connect(settings) as conn:
             emit(time_partition_drop(conn, settings, args.drop_rows, datetime.now(timezone.utc)), results)
             emit(disk_per_reading(conn), results)
