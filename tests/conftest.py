@@ -119,6 +119,8 @@ class LocalService:
     migrated first, and the shim gets the reader's and writer's accounts, not the owner's (as `make
     run` starts them)."""
 
+    workers = 1  # shim worker processes
+
     def __init__(
         self,
         env: dict[str, str],
@@ -151,7 +153,7 @@ class LocalService:
         self.start_process(
             "shim",
             "local.shim",
-            *("--port", str(self.port), "--workers", "1", "--threads", "4"),
+            *("--port", str(self.port), "--workers", str(self.workers), "--threads", "4"),
             env=function_env(self.env),
         )
         self.start_trigger_loop()

@@ -28,7 +28,7 @@ from common.settings import Settings
 from local.embedded import free_port
 from local.run import function_env
 
-from .conftest import ROOT, LocalService, migrate, wait_for
+from .conftest import ROOT, LocalService, wait_for
 from .test_faults import OwnServers, reading, stored
 from .test_service import exchange
 
@@ -40,21 +40,11 @@ CONSUMER_RETENTION_DAYS = 30
 class PipelineService(LocalService):
     """The shim with two workers and a trigger loop sharing one metrics directory, as `make run` does."""
 
+    workers = 2
+
     def __init__(self, env: dict[str, str], log_dir: Path):
         metrics_dir = metrics.prepare_directory(log_dir / "metrics")
         super().__init__({**env, metrics.MULTIPROC_DIR: str(metrics_dir)}, log_dir)
-
-    def start(self) -> None:
-        migrate(self.env)
-        self.start_process(
-            "shim",
-            "local.shim",
-            *("--port", str(self.port), "--workers", "2", "--threads", "4"),
-            env=function_env(self.env),
-        )
-        self.start_trigger_loop()
-        wait_for(self._healthy, timeout=30, interval=0.2)
-        self._wait_consuming()
 
     def start_trigger_loop(self) -> None:
         env = {**self.env, "RAW_RETENTION_DAYS": str(CONSUMER_RETENTION_DAYS)}
