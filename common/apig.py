@@ -19,7 +19,7 @@ from .errors import ApiError, BadRequest
 
 _CORS_ALLOWED = {
     "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Device-Token",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
     # A CSV page names the next one in its Link header; a dashboard on another origin follows it.
     "Access-Control-Expose-Headers": "Link",
     "Access-Control-Max-Age": "600",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from . import logs, metrics
+from . import alerts, logs, metrics
 from .dms import iter_messages
 from .errors import ServiceUnavailable
 from .readings import MessageError, Reading, read_message, retention_error, utc_now
@@ -176,6 +176,8 @@ def _handle_batch(event: dict, context: object) -> dict:
     result = _store(runtime, readings, context)
     # After the readings: a retried batch stores them again harmlessly.
     _retrying(lambda: runtime.store.reject(rejected), context)
+    # Judged once the batch is committed, in a transaction of its own; a failure is logged, never raised.
+    alerts.evaluate(runtime, readings)
     stored_at = time.time()
     # Counted once the whole batch is stored: a batch that failed half way counts nothing, and its retry
     # counts what it finds already stored as duplicates.

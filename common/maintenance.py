@@ -1,5 +1,5 @@
 """The maintenance pass: partitions ahead, expired partitions dropped, new readings rolled up, rollups
-of old data backfilled.
+of old data backfilled, devices that stopped reporting alerted (common/alerts.py).
 
 In the cloud a FunctionGraph TIMER trigger runs it (``functions/maintenance``); locally the runner
 calls the same handler on a timer. Runs never overlap: each holds a PostgreSQL advisory lock for its
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from . import schema, store
+from . import alerts, schema, store
 from .readings import SMOKE_DEVICE_ID
 from .runtime import Runtime
 from .schema import DAY, ROLLUPS, UTC
@@ -108,6 +108,15 @@ def _has_legacy(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('reading_legacy') IS NOT NULL").fetchone()[0]
 
 
+def _check_no_data(conn: psycopg.Connection, now: datetime) -> alerts.Changes:
+    """The no-data alerts judged; a failure is logged and leaves the rest of the pass standing."""
+    try:
+        return alerts.check_no_data(conn, now)
+    except psycopg.Error:
+        log.exception("no-data alerts could not be judged; the next pass tries again")
+        return alerts.Changes()
+
+
 def run(runtime: Runtime, now: datetime | None = None) -> dict:
     """One maintenance pass; see the module docstring. ``now`` is for tests."""
     settings = runtime.settings
@@ -117,6 +126,8 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
         "partitions_dropped": 0,
         "readings_rolled_up": 0,
         "rollup_days_backfilled": 0,
+        "no_data_alerts_opened": 0,
+        "no_data_alerts_closed": 0,
         "skipped": False,
     }
 
@@ -145,6 +156,8 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
                 log.info("dropped expired partitions: %s", ", ".join(dropped))
             result["readings_rolled_up"] = roll_up(conn, now)
             result["rollup_days_backfilled"] = backfill_rollups(conn)
+            no_data = _check_no_data(conn, now)
+            result["no_data_alerts_opened"], result["no_data_alerts_closed"] = no_data.opened, no_data.closed
             return result
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))

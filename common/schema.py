@@ -202,6 +202,63 @@ MIGRATIONS: list[Migration] = [
         complete_from);
     ALTER TABLE rollup_horizon ALTER COLUMN rolled_before SET NOT NULL;
     """,
+    # 8: device alerts (common/alerts.py). Rules are kept when deleted (``deleted_at``) so that their
+    # closed alerts still name them. ``alert.metric_type`` is text, '' for a no-data alert, so that the
+    # partial unique index (one open alert per rule, device and metric) holds for both kinds without
+    # NULLs, which a unique index treats as distinct. The outbox is written in the transaction of each
+    # state change, for a deliverer to send (webhook, SMN) and mark delivered.
+    """
+    CREATE TABLE alert_rule (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name            text             NOT NULL,
+        kind            text             NOT NULL CONSTRAINT alert_rule_kind CHECK (kind IN ('threshold', 'no_data')),
+        device_glob     text             NOT NULL DEFAULT '*',
+        metric_type     metric_type,
+        condition       text             CONSTRAINT alert_rule_condition CHECK (condition IN ('>', '>=', '<', '<=')),
+        threshold       double precision,
+        clear_threshold double precision,
+        for_seconds     double precision NOT NULL DEFAULT 0 CHECK (for_seconds >= 0),
+        after_seconds   double precision CHECK (after_seconds > 0),
+        created_at      timestamptz      NOT NULL DEFAULT now(),
+        deleted_at      timestamptz,
+        CONSTRAINT alert_rule_shape CHECK (
+            (kind = 'threshold' AND metric_type IS NOT NULL AND condition IS NOT NULL AND threshold IS NOT NULL)
+            OR (kind = 'no_data' AND after_seconds IS NOT NULL))
+    );
+    CREATE TABLE alert_state (
+        rule_id      bigint      NOT NULL REFERENCES alert_rule (id) ON DELETE CASCADE,
+        device_id    text        NOT NULL,
+        metric_type  metric_type NOT NULL,
+        breach_start timestamptz,
+        judged_at    timestamptz,
+        PRIMARY KEY (rule_id, device_id, metric_type)
+    );
+    CREATE TABLE alert (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        rule_id         bigint           NOT NULL REFERENCES alert_rule (id),
+        device_id       text             NOT NULL,
+        metric_type     text             NOT NULL,
+        state           text             NOT NULL CONSTRAINT alert_state_name CHECK (state IN ('open', 'closed')),
+        opened_at       timestamptz      NOT NULL,
+        closed_at       timestamptz,
+        value           double precision,
+        acknowledged_at timestamptz,
+        acknowledged_by text
+    );
+    CREATE UNIQUE INDEX alert_one_open ON alert (rule_id, device_id, metric_type) WHERE state = 'open';
+    CREATE INDEX alert_open_device ON alert (device_id) WHERE state = 'open';
+    CREATE INDEX alert_newest ON alert (opened_at DESC, id DESC);
+    CREATE INDEX alert_device_newest ON alert (device_id, opened_at DESC, id DESC);
+    CREATE TABLE alert_outbox (
+        event_id     uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+        alert_id     bigint      NOT NULL REFERENCES alert (id),
+        kind         text        NOT NULL CONSTRAINT alert_outbox_kind CHECK (kind IN ('opened', 'closed')),
+        payload      jsonb       NOT NULL,
+        created_at   timestamptz NOT NULL DEFAULT now(),
+        delivered_at timestamptz
+    );
+    CREATE INDEX alert_outbox_undelivered ON alert_outbox (created_at) WHERE delivered_at IS NULL;
+    """,
 ]
 
 MIGRATION_LOCK = 0x10770001  # any constants shared by every process of this service

@@ -586,6 +586,10 @@ class ReadingStore:
         """``action(conn)`` on a pooled connection of the read-only role, under its statement timeout."""
         return self._run(action, READER)
 
+    def write(self, action: Callable[[psycopg.Connection], T]) -> T:
+        """``action(conn)`` on a pooled connection of the writer role (the query function's changes)."""
+        return self._run(action, WRITER)
+
     def close(self) -> None:
         with self._pools_lock:
             pools, self._pools = self._pools, {}

@@ -122,7 +122,39 @@ def example_device(service) -> str:
         )
         assert status == 200, body
     wait_for(lambda: _stored_example_readings(service) >= EXAMPLE_READINGS, timeout=30, interval=0.2)
+    _example_alerts(service)
     return EXAMPLE_DEVICE
+
+
+EXAMPLE_ALERTS = 3  # more than one, so that a page of alerts with limit=1 has a next one
+
+
+def _example_alerts(service) -> None:
+    """A rule and readings that open and close it EXAMPLE_ALERTS times, so the alert list pages."""
+    device = f"alerting-{uuid.uuid4().hex[:6]}"
+    rule = {
+        "name": "openapi example",
+        "device": device,
+        "metric_type": "power",
+        "condition": ">",
+        "threshold": 10,
+    }
+    status, body = http(service, "POST", "/api/alert-rules", rule)
+    assert status == 201, body
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
+    readings = [
+        {"device_id": device, "metric_type": "power", "value": 20 if n % 2 == 0 else 5,
+         "timestamp": (start + timedelta(seconds=n)).isoformat()}
+        for n in range(2 * EXAMPLE_ALERTS)
+    ]  # fmt: skip
+    status, body = http(service, "POST", "/api/device/data/bulk", {"readings": readings})
+    assert status == 200, body
+
+    def opened() -> bool:
+        status, body = http(service, "GET", f"/api/alerts?device_id={device}")
+        return status == 200 and len(body["alerts"]) >= EXAMPLE_ALERTS
+
+    wait_for(opened, timeout=30, interval=0.2)
 
 
 def header(response, name: str) -> str | None:

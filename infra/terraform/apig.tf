@@ -24,6 +24,9 @@ locals {
     { function = "dashboard", method = "GET", path = "/static/{name}", public = true },
     { function = "ingest", method = "POST", path = "/api/device/data", public = false },
     { function = "ingest", method = "POST", path = "/api/device/data/bulk", public = false },
+    { function = "query", method = "DELETE", path = "/api/alert-rules/{rule_id}", public = false },
+    { function = "query", method = "GET", path = "/api/alert-rules", public = false },
+    { function = "query", method = "GET", path = "/api/alerts", public = false },
     { function = "query", method = "GET", path = "/api/device/{device_id}/history", public = false },
     { function = "query", method = "GET", path = "/api/device/{device_id}/latest", public = false },
     { function = "query", method = "GET", path = "/api/device/{device_id}/series", public = false },
@@ -33,6 +36,8 @@ locals {
     { function = "query", method = "GET", path = "/health", public = true },
     { function = "query", method = "GET", path = "/openapi.json", public = true },
     { function = "query", method = "GET", path = "/ready", public = false },
+    { function = "query", method = "POST", path = "/api/alert-rules", public = false },
+    { function = "query", method = "POST", path = "/api/alerts/{alert_id}/ack", public = false },
     { function = "query", method = "POST", path = "/api/delete-all", public = false },
   ]
 
@@ -88,9 +93,12 @@ locals {
     sig = "X-Iot-Credential-Sig"
   }
 
-  # The throttling policy (var.api_throttling) each API is bound to: delete-all gets the tightest,
-  # the devices' ingest routes the most generous, everything else (query API, dashboard, probes) read.
-  admin_routes = ["POST /api/delete-all"]
+  # The throttling policy (var.api_throttling) each API is bound to: the admin routes (delete-all, alert
+  # rules, acknowledgements) get the tightest, the devices' ingest routes the most generous, everything
+  # else (query API, dashboard, probes) read.
+  admin_routes = [
+    "POST /api/delete-all", "POST /api/alert-rules", "DELETE /api/alert-rules/{rule_id}", "POST /api/alerts/{alert_id}/ack",
+  ]
   api_throttling_policy = {
     for key, r in local.apis :
     key => contains(local.admin_routes, "${r.method} ${r.path}") ? "admin" : r.function == "ingest" ? "ingest" : "read"

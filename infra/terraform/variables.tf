@@ -710,7 +710,7 @@ variable "apig_ingress_bandwidth_charging_mode" {
 }
 
 variable "api_throttling" {
-  description = "Requests per minute each API admits, in total and from one source IP, per throttling policy: ingest (device posts), read (query API, dashboard, health) and admin (delete-all)."
+  description = "Requests per minute each API admits, in total and from one source IP, per throttling policy: ingest (device posts), read (query API, dashboard, health) and admin (delete-all, alert-rule changes, acknowledgements)."
   type = map(object({
     api_requests_per_minute = number
     ip_requests_per_minute  = number

@@ -1,0 +1,284 @@
+"""Device alerts against the real PostgreSQL: rules through the query handler, threshold alerts judged
+by the consumer handler from DMS events, no-data alerts by the maintenance pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from common import alerts, dms, maintenance
+from common.apig import build_event
+from common.readings import Reading, encode_message
+from common.runtime import Runtime
+from common.store import conninfo
+from functions import load_function
+from local.context import LocalContext
+
+query = load_function("query")
+consumer = load_function("consumer")
+
+
+def call(method: str, path: str, body: object = None, key: str | None = None, **params) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    raw = b"" if body is None else json.dumps(body).encode()
+    event = build_event(method, path, headers=headers, query={k: str(v) for k, v in params.items()}, body=raw)
+    response = query.handler(event, None)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def consume(runtime: Runtime, readings: list[Reading]) -> dict:
+    event = dms.build_event({runtime.settings.kafka_topic: [encode_message([r.to_json() for r in readings])]})
+    return consumer.handler(event, LocalContext("consumer"))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def rule(runtime: Runtime, **fields) -> dict:
+    status, body = call("POST", "/api/alert-rules", {"name": unique("rule"), **fields})
+    assert status == 201, body
+    return body
+
+
+def alerts_of(device: str, **params) -> list[dict]:
+    status, body = call("GET", "/api/alerts", device_id=device, **params)
+    assert status == 200, body
+    return body["alerts"]
+
+
+def outbox(runtime: Runtime, alert_id: int) -> list[tuple[str, dict]]:
+    with psycopg.connect(conninfo(runtime.settings)) as conn:
+        rows = conn.execute(
+            "SELECT kind, payload, delivered_at FROM alert_outbox WHERE alert_id = %s"
+            " ORDER BY created_at, kind DESC",
+            (alert_id,),
+        ).fetchall()
+    # Delivery is another job's: nothing here marks a row delivered.
+    assert all(delivered is None for _, _, delivered in rows)
+    return [(kind, payload) for kind, payload, _ in rows]
+
+
+@pytest.fixture(autouse=True)
+def evaluation_never_fails(caplog):
+    """Evaluation swallows its failures (the batch stands), so the tests look for them in the log."""
+    yield
+    failures = [
+        r.getMessage()
+        for r in caplog.get_records("call")
+        if r.name == "common.alerts" and r.levelname == "ERROR"
+    ]
+    assert not failures
+
+
+def at(start: datetime, seconds: float) -> datetime:
+    return start + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def start() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def test_concurrent_batches_of_breaching_readings_open_exactly_one_alert(runtime, start):
+    device = unique("hot")
+    rule(runtime, device=device, metric_type="temperature", condition=">", threshold=50)
+    readings = [Reading(device, "temperature", 60.0 + n, at(start, n)) for n in range(10)]
+    batches = [readings[0:3], readings[3:5], readings[5:8], readings[8:10]]
+    barrier = threading.Barrier(len(batches))
+    errors = []
+
+    def send(batch):
+        try:
+            barrier.wait()
+            consume(runtime, batch)
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    found = alerts_of(device)
+    assert len(found) == 1 and found[0]["state"] == "open", found
+    assert [kind for kind, _ in outbox(runtime, found[0]["id"])] == ["opened"]
+
+
+def test_a_redelivered_batch_opens_nothing_twice(runtime, start):
+    device = unique("again")
+    rule(runtime, device=device, metric_type="power", condition=">=", threshold=100, clear_threshold=90)
+    batch = [
+        Reading(device, "power", 120.0, at(start, 0)),
+        Reading(device, "power", 80.0, at(start, 10)),  # closes
+        Reading(device, "power", 130.0, at(start, 20)),  # opens a second one
+    ]
+    consume(runtime, batch)
+    first = alerts_of(device)
+    assert [a["state"] for a in first] == ["open", "closed"]
+    consume(runtime, batch)  # the trigger delivers it again
+    assert alerts_of(device) == first
+    for alert in first:
+        kinds = [kind for kind, _ in outbox(runtime, alert["id"])]
+        assert kinds == (["opened"] if alert["state"] == "open" else ["opened", "closed"])
+
+
+def test_hysteresis_closes_only_back_across_the_clear_threshold(runtime, start):
+    device = unique("hyst")
+    made = rule(
+        runtime, device=device, metric_type="temperature", condition=">", threshold=80, clear_threshold=70
+    )
+    values = [85, 75, 79, 81, 72]  # opens at 85; 75..72 stay above 70
+    consume(runtime, [Reading(device, "temperature", v, at(start, n)) for n, v in enumerate(values)])
+    (alert,) = alerts_of(device)
+    assert alert["state"] == "open" and alert["value"] == 85 and alert["rule_id"] == made["id"]
+    assert alert["rule_name"] == made["name"] and alert["metric_type"] == "temperature"
+    consume(runtime, [Reading(device, "temperature", 70.0, at(start, 10))])  # 70 is not above 70
+    (alert,) = alerts_of(device)
+    assert alert["state"] == "closed" and alert["closed_at"] == at(start, 10).isoformat()
+    [(kind, payload)] = outbox(runtime, alert["id"])[1:]
+    assert kind == "closed" and payload["state"] == "closed" and payload["device_id"] == device
+
+
+def test_for_seconds_needs_an_unbroken_breach(runtime, start):
+    device = unique("for")
+    rule(runtime, device=device, metric_type="voltage", condition="<", threshold=200, for_seconds=60)
+    # 0..50 s breaching, then a good reading at 55 s, then breaching again from 70 s.
+    breach = [Reading(device, "voltage", 190.0, at(start, s)) for s in (0, 20, 50)]
+    consume(runtime, breach + [Reading(device, "voltage", 230.0, at(start, 55))])
+    consume(runtime, [Reading(device, "voltage", 190.0, at(start, s)) for s in (70, 100)])
+    assert alerts_of(device) == []  # 0..50 was broken at 55; 70..100 is 30 s
+    consume(runtime, [Reading(device, "voltage", 185.0, at(start, 130))])  # 70..130: 60 s
+    (alert,) = alerts_of(device)
+    assert alert["state"] == "open" and alert["opened_at"] == at(start, 130).isoformat()
+    assert alert["value"] == 185.0
+
+
+def test_no_data_opens_after_the_silence_and_closes_with_the_next_reading(runtime):
+    device = unique("quiet")
+    rule(runtime, kind="no_data", device=device, after_seconds=600)
+    last = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    consume(runtime, [Reading(device, "humidity", 40.0, last)])
+    assert maintenance.run(runtime, now=last + timedelta(seconds=599))["no_data_alerts_opened"] == 0
+    result = maintenance.run(runtime, now=last + timedelta(seconds=601))
+    assert result["no_data_alerts_opened"] == 1
+    assert maintenance.run(runtime, now=last + timedelta(seconds=700))["no_data_alerts_opened"] == 0
+    (alert,) = alerts_of(device)
+    assert alert["state"] == "open" and alert["metric_type"] is None
+    assert outbox(runtime, alert["id"])[0][0] == "opened"
+    consume(runtime, [Reading(device, "humidity", 41.0, last + timedelta(seconds=30))])
+    (alert,) = alerts_of(device)
+    assert alert["state"] == "closed"
+    assert [kind for kind, _ in outbox(runtime, alert["id"])] == ["opened", "closed"]
+
+
+def test_deleting_a_rule_closes_its_open_alerts(runtime, start):
+    device = unique("gone")
+    made = rule(runtime, device=device, metric_type="current", condition=">", threshold=1)
+    consume(runtime, [Reading(device, "current", 2.0, start)])
+    assert call("DELETE", f"/api/alert-rules/{made['id']}") == (
+        200,
+        {"message": "Alert rule deleted", "alerts_closed": 1},
+    )
+    (alert,) = alerts_of(device)
+    assert alert["state"] == "closed"
+    assert made["id"] not in [r["id"] for r in call("GET", "/api/alert-rules")[1]["rules"]]
+    assert call("DELETE", f"/api/alert-rules/{made['id']}")[0] == 404
+    consume(runtime, [Reading(device, "current", 3.0, at(start, 1))])
+    assert len(alerts_of(device)) == 1  # the deleted rule judges nothing
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ({"metric_type": "temperature", "condition": "=>", "threshold": 1}, "condition"),
+        ({"metric_type": "heat", "condition": ">", "threshold": 1}, "metric_type"),
+        (
+            {"metric_type": "temperature", "condition": ">", "threshold": 5, "clear_threshold": 6},
+            "clear_threshold",
+        ),
+        (
+            {"metric_type": "temperature", "condition": "<", "threshold": 5, "clear_threshold": 4},
+            "clear_threshold",
+        ),
+        ({"metric_type": "temperature", "condition": ">", "threshold": 5, "for_seconds": -1}, "for_seconds"),
+        ({"kind": "no_data", "after_seconds": -5}, "after_seconds"),
+        ({"metric_type": "temperature", "condition": ">", "threshold": 1, "device": "a b"}, "device glob"),
+        ({"metric_type": "temperature", "condition": ">", "threshold": "hot"}, "threshold"),
+        ({"metric_type": "temperature", "condition": ">", "threshold": 1, "treshold": 2}, "treshold"),
+        ({"kind": "sometimes"}, "kind"),
+    ],
+)
+def test_bad_rules_are_400s_naming_the_problem(runtime, body, problem):
+    status, answer = call("POST", "/api/alert-rules", {"name": "bad", **body})
+    assert status == 400 and problem in answer["error"], answer
+
+
+def test_rules_need_the_admin_token_and_a_scoped_key_sees_only_its_devices(runtime, start):
+    runtime.settings = dataclasses.replace(runtime.settings, auth_enabled=True)
+    run = uuid.uuid4().hex[:6]
+    admin = runtime.tokens.register(f"ops-{run}", is_admin=True)
+    reader = runtime.tokens.register_reader(f"site-a-{run}", [f"site-a-{run}-*"])
+    mine, theirs = f"site-a-{run}-1", f"site-b-{run}-1"
+    rule_body = {"name": "hot", "device": f"site-?-{run}-*", "metric_type": "temperature", "condition": ">",
+                 "threshold": 50}  # fmt: skip
+    assert call("POST", "/api/alert-rules", rule_body)[0] == 401
+    assert call("POST", "/api/alert-rules", rule_body, key=reader)[0] == 403
+    status, made = call("POST", "/api/alert-rules", rule_body, key=admin)
+    assert status == 201
+    status, listed = call("GET", "/api/alert-rules", key=reader)
+    assert status == 200 and made in listed["rules"]
+    consume(runtime, [Reading(d, "temperature", 60.0, start) for d in (mine, theirs)])
+    status, seen = call("GET", "/api/alerts", key=reader)
+    assert status == 200 and {a["device_id"] for a in seen["alerts"]} == {mine}
+    assert call("GET", "/api/alerts", key=reader, device_id=theirs)[0] == 403
+    status, everything = call("GET", "/api/alerts", key=admin, state="open")
+    assert {mine, theirs} <= {a["device_id"] for a in everything["alerts"]}
+    alert_id = seen["alerts"][0]["id"]
+    assert call("POST", f"/api/alerts/{alert_id}/ack", {}, key=reader)[0] == 403
+    status, acked = call("POST", f"/api/alerts/{alert_id}/ack", {}, key=admin)
+    assert status == 200 and acked["acknowledged_by"] == f"ops-{run}" and acked["acknowledged_at"]
+
+
+def test_alert_pages_walk_newest_first(runtime, start):
+    device = unique("pages")
+    rule(runtime, device=device, metric_type="pressure", condition=">", threshold=10)
+    # Five alerts: each breach is followed by a clearing reading.
+    consume(
+        runtime,
+        [Reading(device, "pressure", 20.0 if n % 2 == 0 else 5.0, at(start, n)) for n in range(10)],
+    )
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = call("GET", "/api/alerts", device_id=device, **params)[1]
+        seen += page["alerts"]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert [a["opened_at"] for a in seen] == [at(start, n).isoformat() for n in (8, 6, 4, 2, 0)]
+    status, body = call("GET", "/api/alerts", device_id=unique("other"), cursor=cursor or "x")
+    assert status == 400
+
+
+def test_a_failed_evaluation_is_logged_and_the_batch_stands(runtime, start, monkeypatch, caplog):
+    device = unique("broken")
+    rule(runtime, device=device, metric_type="temperature", condition=">", threshold=0)
+
+    def broken(conn, readings):
+        raise psycopg.errors.DeadlockDetected("simulated")
+
+    monkeypatch.setattr(alerts, "_evaluate", broken)
+    assert consume(runtime, [Reading(device, "temperature", 1.0, start)])["stored"] == 1
+    assert "alert evaluation failed" in caplog.text
+    caplog.clear()  # expected here; the autouse check looks for unexpected ones
+    assert alerts_of(device) == []
