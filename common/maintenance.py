@@ -1,5 +1,6 @@
 """The maintenance pass: partitions ahead, expired partitions dropped, new readings rolled up, rollups
-of old data backfilled, devices that stopped reporting alerted (common/alerts.py).
+of old data backfilled, devices that stopped reporting alerted (common/alerts.py), alert notifications
+delivered (common/notify.py).
 
 In the cloud a FunctionGraph TIMER trigger runs it (``functions/maintenance``); locally the runner
 calls the same handler on a timer. Runs never overlap: each holds a PostgreSQL advisory lock for its
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from . import alerts, schema, store
+from . import alerts, notify, schema, store
 from .readings import SMOKE_DEVICE_ID
 from .runtime import Runtime
 from .schema import DAY, ROLLUPS, UTC
@@ -128,6 +129,8 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
         "rollup_days_backfilled": 0,
         "no_data_alerts_opened": 0,
         "no_data_alerts_closed": 0,
+        "notifications_sent": 0,
+        "notification_failures": 0,
         "skipped": False,
     }
 
@@ -158,6 +161,9 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
             result["rollup_days_backfilled"] = backfill_rollups(conn)
             no_data = _check_no_data(conn, now)
             result["no_data_alerts_opened"], result["no_data_alerts_closed"] = no_data.opened, no_data.closed
+            if settings.alert_webhook_url:
+                delivery = notify.deliver(conn, settings.alert_webhook_url)
+                result["notifications_sent"], result["notification_failures"] = delivery.sent, delivery.failed
             return result
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))

@@ -251,13 +251,19 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX alert_device_newest ON alert (device_id, opened_at DESC, id DESC);
     CREATE TABLE alert_outbox (
         event_id     uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+        -- the order changes happened in (created_at is the transaction's: one batch's share it)
+        seq          bigint      GENERATED ALWAYS AS IDENTITY UNIQUE,
         alert_id     bigint      NOT NULL REFERENCES alert (id),
         kind         text        NOT NULL CONSTRAINT alert_outbox_kind CHECK (kind IN ('opened', 'closed')),
         payload      jsonb       NOT NULL,
         created_at   timestamptz NOT NULL DEFAULT now(),
-        delivered_at timestamptz
+        delivered_at timestamptz,
+        -- the deliverer's bookkeeping (common/notify.py): failed tries, when to try again, why it failed
+        attempts     integer     NOT NULL DEFAULT 0,
+        next_try_at  timestamptz NOT NULL DEFAULT now(),
+        last_error   text
     );
-    CREATE INDEX alert_outbox_undelivered ON alert_outbox (created_at) WHERE delivered_at IS NULL;
+    CREATE INDEX alert_outbox_undelivered ON alert_outbox (seq) WHERE delivered_at IS NULL;
     """,
 ]
 

@@ -147,6 +147,9 @@ class Settings:
     raw_retention_days: int = 90
     # Rollups (the per-minute and per-15-minute aggregates) are kept this many days; 0 keeps them.
     rollup_retention_days: int = 0
+    # Where the maintenance pass sends each alert opening and closing (JSON, POST, with an
+    # Idempotency-Key): empty sends nothing. Not handled as a secret: put no token in it.
+    alert_webhook_url: str = ""
     # Local runner only: how often it runs the maintenance pass (in the cloud a TIMER trigger does).
     maintenance_interval_seconds: int = 300
     log_level: str = "INFO"
@@ -239,7 +242,7 @@ FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
     # stores batches in PostgreSQL (creating a missing partition), then Redis; migrates the schema
     "consumer": frozenset((*_DB_OWNER, *_REDIS, *_RETENTION, "LOG_LEVEL")),
     # on a timer: partitions ahead, expired ones dropped, rollups backfilled; migrates the schema
-    "maintenance": frozenset((*_DB_OWNER, *_RETENTION, "LOG_LEVEL")),
+    "maintenance": frozenset((*_DB_OWNER, *_RETENTION, "ALERT_WEBHOOK_URL", "LOG_LEVEL")),
     # reads Redis and PostgreSQL as the reader; /ready asks Kafka, /api/pipeline its consumer group's
     # lag; delete-all (demo mode, admin) writes
     "query": frozenset(

@@ -58,8 +58,7 @@ def alerts_of(device: str, **params) -> list[dict]:
 def outbox(runtime: Runtime, alert_id: int) -> list[tuple[str, dict]]:
     with psycopg.connect(conninfo(runtime.settings)) as conn:
         rows = conn.execute(
-            "SELECT kind, payload, delivered_at FROM alert_outbox WHERE alert_id = %s"
-            " ORDER BY created_at, kind DESC",
+            "SELECT kind, payload, delivered_at FROM alert_outbox WHERE alert_id = %s ORDER BY seq",
             (alert_id,),
         ).fetchall()
     # Delivery is another job's: nothing here marks a row delivered.
@@ -282,3 +281,77 @@ def test_a_failed_evaluation_is_logged_and_the_batch_stands(runtime, start, monk
     assert "alert evaluation failed" in caplog.text
     caplog.clear()  # expected here; the autouse check looks for unexpected ones
     assert alerts_of(device) == []
+
+
+class Receiver:
+    """A webhook receiver on a local port, recording (Idempotency-Key, body) of each POST; it can be
+    down (nothing listening on its port) and come up later on the same port."""
+
+    def __init__(self):
+        from local.embedded import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/alerts"
+        self.received: list[tuple[str, dict]] = []
+        self.server = None
+
+    def start(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the standard library's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append((self.headers["Idempotency-Key"], body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def test_every_change_reaches_the_webhook_once_in_order_also_after_it_was_down(runtime, start):
+    from common.settings import Settings
+
+    device = unique("hook")
+    rule(runtime, device=device, metric_type="power", condition=">", threshold=10)
+    consume(runtime, [Reading(device, "power", v, at(start, n)) for n, v in enumerate([20, 5, 30, 1])])
+    ids = {a["id"] for a in alerts_of(device)}
+    assert len(ids) == 2  # opened and closed twice: four changes
+    receiver = Receiver()
+    settings = Settings(**{**runtime.settings.__dict__, "alert_webhook_url": receiver.url})
+    delivering = Runtime(settings)
+    try:
+        # The receiver is down: the first notification fails and waits out its back-off.
+        summary = maintenance.run(delivering)
+        assert (summary["notifications_sent"], summary["notification_failures"]) == (0, 1)
+        assert maintenance.run(delivering)["notification_failures"] == 0  # not due yet: not tried
+        receiver.start()
+        with psycopg.connect(conninfo(runtime.settings), autocommit=True) as conn:
+            conn.execute("UPDATE alert_outbox SET next_try_at = now() WHERE delivered_at IS NULL")
+        while maintenance.run(delivering)["notifications_sent"]:
+            pass
+        assert maintenance.run(delivering)["notifications_sent"] == 0  # nothing is sent twice
+    finally:
+        receiver.stop()
+        delivering.close()
+    mine = [(key, body) for key, body in receiver.received if body["alert"]["device_id"] == device]
+    assert [body["kind"] for _, body in mine] == ["opened", "closed", "opened", "closed"]
+    assert all(key == body["event_id"] for key, body in mine)
+    assert len({key for key, _ in receiver.received}) == len(receiver.received)
+    with psycopg.connect(conninfo(runtime.settings)) as conn:
+        attempts = conn.execute(
+            "SELECT max(attempts), bool_and(delivered_at IS NOT NULL) FROM alert_outbox"
+            " WHERE alert_id = ANY(%s)",
+            (list(ids),),
+        ).fetchone()
+    assert attempts[1] is True

@@ -40,6 +40,8 @@ locals {
     CORS_ORIGINS = join(",", [local.dashboard_origin, local.api_url])
     # The group whose lag GET /api/pipeline shows (empty: every group with offsets on the topic).
     KAFKA_CONSUMER_GROUP = var.kafka_consumer_group
+    # Where the maintenance function POSTs alert openings and closings (empty: nowhere).
+    ALERT_WEBHOOK_URL = var.alert_webhook_url
 
     RAW_RETENTION_DAYS    = tostring(var.raw_retention_days)
     ROLLUP_RETENTION_DAYS = tostring(var.rollup_retention_days)
@@ -79,7 +81,7 @@ locals {
     ingest      = concat(local.kafka_settings_used, local.db_reader_settings, local.auth_settings, ["RAW_RETENTION_DAYS", "LOG_LEVEL"])
     authorizer  = concat(local.db_reader_settings, local.auth_settings, ["LOG_LEVEL"])
     consumer    = concat(local.db_owner_settings, local.redis_settings, local.retention_settings, ["LOG_LEVEL"])
-    maintenance = concat(local.db_owner_settings, local.retention_settings, ["LOG_LEVEL"])
+    maintenance = concat(local.db_owner_settings, local.retention_settings, ["ALERT_WEBHOOK_URL", "LOG_LEVEL"])
     query       = concat(local.db_reader_settings, local.db_writer_settings, local.redis_settings, local.kafka_settings_used, local.auth_settings, ["KAFKA_CONSUMER_GROUP", "CORS_ORIGINS", "DEMO_MODE", "LOG_LEVEL"])
     dashboard   = []
   }

@@ -402,6 +402,17 @@ variable "rollup_retention_days" {
   }
 }
 
+variable "alert_webhook_url" {
+  description = "ALERT_WEBHOOK_URL: where the maintenance function POSTs each alert opening and closing (JSON, Idempotency-Key: the event id); empty sends nothing. Plain user data, not a secret: put no token in it. The functions run in the VPC: a receiver on the internet needs a NAT gateway for the VPC, which this stack does not create."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_webhook_url == "" || can(regex("^https?://", var.alert_webhook_url))
+    error_message = "alert_webhook_url must be empty or an http(s):// URL."
+  }
+}
+
 variable "log_retention_days" {
   description = "Days the functions' logs are kept in LTS (the service's log group)."
   type        = number
