@@ -3,8 +3,9 @@
 In the cloud every invocation may land on another instance, so counters kept in a process say nothing
 about the service. This answer is built from the two places that see every reading:
 
-- **PostgreSQL**: readings stored per minute over the last minutes, from the per-minute rollup (by each
-  reading's own timestamp, so live readings; a backfill of old readings does not show here), and the
+- **PostgreSQL**: readings stored per minute over the last minutes, by each reading's own timestamp (so
+  live readings; a backfill of old readings does not show here): from the per-minute rollup as far as
+  maintenance has rolled readings up, from the readings themselves after that; and the
   messages the consumer rejected per minute and in all (``rejected_message``).
 - **Kafka**, where it answers within ``KAFKA_TIMEOUT``: per partition the end offset (messages ever
   queued) and the consumer group's committed offset; their difference is the lag. The end offsets'
@@ -48,16 +49,28 @@ RECENT_REJECTED = 10_000
 # Series that reported within the window (latest_reading: one row per series), each read from the
 # rollup's key over the window only: no scan of the rollup partition however large the fleet's history.
 _STORED_PER_MINUTE = """
-    SELECT r.bucket, sum(r.count)::bigint
-    FROM latest_reading l
-    JOIN LATERAL (
-        SELECT bucket, count FROM rollup_1m
-        WHERE device_id = l.device_id AND metric_type = l.metric_type
-          AND bucket >= %(since)s AND bucket < %(until)s
-    ) r ON true
-    WHERE l.timestamp >= %(since)s
-    GROUP BY r.bucket
-    ORDER BY r.bucket
+    WITH active AS (
+        SELECT device_id, metric_type FROM latest_reading WHERE timestamp >= %(since)s
+    ), bound AS (
+        SELECT greatest(least(rolled_before, %(until)s), %(since)s) AS rolled FROM rollup_horizon
+    )
+    SELECT minute, sum(readings)::bigint FROM (
+        SELECT r.bucket AS minute, r.count AS readings
+        FROM active l CROSS JOIN bound CROSS JOIN LATERAL (
+            SELECT bucket, count FROM rollup_1m
+            WHERE device_id = l.device_id COLLATE "default" AND metric_type = l.metric_type
+              AND bucket >= %(since)s AND bucket < bound.rolled
+        ) r
+        UNION ALL
+        SELECT date_bin('1 minute', r.timestamp, timestamptz 'epoch'), 1
+        FROM active l CROSS JOIN bound CROSS JOIN LATERAL (
+            SELECT timestamp FROM reading
+            WHERE device_id = l.device_id COLLATE "default" AND metric_type = l.metric_type
+              AND timestamp >= bound.rolled AND timestamp < %(until)s
+        ) r
+    ) counted
+    GROUP BY minute
+    ORDER BY minute
 """
 
 _REJECTED_PER_MINUTE = f"""

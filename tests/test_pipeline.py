@@ -304,3 +304,23 @@ def _answers(url: str) -> bool:
     except OSError:
         time.sleep(0.1)
         return False
+
+
+def test_stored_per_minute_counts_every_reading_before_and_after_maintenance_rolls_it_up(runtime):
+    """The pipeline's stored-per-minute numbers come from the rollups as far as maintenance rolled readings
+    up, and from the readings after that: the same counts either way."""
+    from common import maintenance, pipeline
+    from common.readings import Reading
+
+    now = datetime.now(timezone.utc)
+    minute = now.replace(second=0, microsecond=0) - timedelta(minutes=3)
+    device = f"per-minute-{uuid.uuid4().hex[:6]}"
+    runtime.store.store([Reading(device, "power", float(n), minute + timedelta(seconds=n)) for n in range(7)])
+
+    def counted() -> int:
+        view = runtime.store.read(lambda conn: pipeline.database_view(conn, now))
+        return next(m["count"] for m in view["stored"]["per_minute"] if m["minute"] == pipeline._iso(minute))
+
+    assert counted() == 7
+    assert maintenance.run(runtime, now=now + timedelta(minutes=16))["readings_rolled_up"] >= 7
+    assert counted() == 7
