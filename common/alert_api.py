@@ -15,7 +15,7 @@ from . import alerts
 from .apig import ApigRequest, Response, json_response
 from .auth import Principal, require_admin, require_read
 from .errors import BadRequest, NotFound
-from .readings import parse_device_id
+from .readings import glob_like, parse_device_id
 from .runtime import current
 from .timeseries import EPOCH, decode_cursor, encode_cursor, epoch_microseconds
 
@@ -141,7 +141,7 @@ def list_alerts(request: ApigRequest) -> dict:
     params: dict = {
         "state": state,
         "device": device,
-        "likes": None if principal.scope is None else [alerts.glob_like(g) for g in principal.scope],
+        "likes": None if principal.scope is None else [glob_like(g) for g in principal.scope],
         "t": None,
         "i": None,
         "limit": limit + 1,

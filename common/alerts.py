@@ -35,7 +35,7 @@ import psycopg
 
 from .auth import parse_glob
 from .errors import BadRequest
-from .readings import SMOKE_DEVICE_ID, Reading, format_timestamp, parse_metric_type
+from .readings import SMOKE_DEVICE_ID, Reading, format_timestamp, glob_like, glob_regex, parse_metric_type
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -55,17 +55,6 @@ _COMPARE = {
 }
 
 
-def glob_pattern(glob: str) -> re.Pattern:
-    """A device glob (``*`` any run of characters, ``?`` one) as a regex of whole device ids."""
-    return re.compile(re.escape(glob).replace(r"\*", ".*").replace(r"\?", "."))
-
-
-def glob_like(glob: str) -> str:
-    """A device glob as a LIKE pattern (backslash escapes LIKE's own wildcards)."""
-    literal = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return literal.replace("*", "%").replace("?", "_")
-
-
 @dataclass(frozen=True)
 class Rule:
     id: int
@@ -81,7 +70,7 @@ class Rule:
 
     @cached_property
     def _devices(self) -> re.Pattern:
-        return glob_pattern(self.device_glob)
+        return re.compile(glob_regex(self.device_glob))
 
     def matches(self, device_id: str) -> bool:
         return self._devices.fullmatch(device_id) is not None

@@ -33,7 +33,7 @@ from functools import cached_property
 
 from .apig import ApigRequest
 from .errors import BadRequest, Forbidden, Unauthorized
-from .readings import Reading, parse_device_id
+from .readings import Reading, glob_regex, parse_device_id
 from .store import ReadingStore, TokenRecord
 
 TOKEN_PREFIX = "iot_"
@@ -85,8 +85,7 @@ class Principal:
     def _readable(self) -> re.Pattern | None:
         if self.scope is None:
             return None
-        alternatives = (re.escape(glob).replace(r"\*", ".*").replace(r"\?", ".") for glob in self.scope)
-        return re.compile("|".join(f"(?:{alternative})" for alternative in alternatives))
+        return re.compile("|".join(f"(?:{glob_regex(glob)})" for glob in self.scope))
 
     def may_read(self, device_id: str) -> bool:
         return self._readable is None or self._readable.fullmatch(device_id) is not None

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from . import logs, metrics
+from . import metrics
 from .apig import ApigRequest, Response
 from .auth import Principal, authorize_readings
 from .errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
@@ -63,21 +63,18 @@ def _check_retention(readings: list[Reading], now, *, bulk: bool) -> None:
 
 
 def _observed(submit: Callable[[ApigRequest], tuple[Response, int]]) -> Callable[[ApigRequest], Response]:
-    """``submit`` as a route: the request's id bound for the logs and the message (the consumer logs it
-    with the batch), and its readings accepted, or its refusal's reason, and its time counted
-    (common/metrics.py; nothing is counted where metrics are not enabled)."""
+    """``submit`` as a route: its readings accepted, or its refusal's reason, and its time counted
+    (common/metrics.py; nothing is counted where metrics are not enabled). The router has bound the
+    request's id for the logs and the message (the consumer logs it with the batch)."""
 
     @functools.wraps(submit)
     def route(request: ApigRequest) -> Response:
         started = time.perf_counter()
-        bound = logs.bind_request(request.request_id)  # not a context manager: this runs per request
         try:
             response, accepted = submit(request)
         except Exception as error:  # an ApiError is answered as such; anything else is a 500
             metrics.ingest_rejected(metrics.ingest_rejection_reason(error), time.perf_counter() - started)
             raise
-        finally:
-            logs.unbind_request(bound)
         metrics.ingest_accepted(accepted, time.perf_counter() - started)
         return response
 

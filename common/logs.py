@@ -44,7 +44,7 @@ def request_scope(request_id: str) -> Iterator[None]:
 
 
 def bind_request(request_id: str) -> contextvars.Token:
-    """``request_scope`` without the generator, for the ingest path: pass the result to
+    """``request_scope`` without the generator, for the request path: pass the result to
     ``unbind_request`` in a ``finally``."""
     return _request_id.set(request_id)
 

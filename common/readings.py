@@ -87,6 +87,18 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def glob_regex(glob: str) -> str:
+    """A device glob (``*`` any run of characters, ``?`` one, everything else literal) as a regex
+    of whole device ids (to use with ``fullmatch``)."""
+    return re.escape(glob).replace(r"\*", ".*").replace(r"\?", ".")
+
+
+def glob_like(glob: str) -> str:
+    """A device glob as a LIKE pattern (a backslash escapes LIKE's own wildcards)."""
+    literal = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return literal.replace("*", "%").replace("?", "_")
+
+
 def parse_device_id(raw: object) -> str:
     if type(raw) is str and len(raw) <= MAX_DEVICE_ID_LENGTH and _DEVICE_ID.fullmatch(raw):
         return raw  # the common case, already clean
@@ -363,7 +375,7 @@ def encode_message(
     the time it is sent and the requests it holds when they are given. A request id that is not a plain
     token is left out (its readings are still counted), never escaped into the message. Written directly,
     as the readings are: ingest writes one message per request."""
-    text = '{"readings":[' + ",".join(readings) + "]"
+    text = '{"readings":' + json_list(readings)
     if sent_at_ms is not None:
         text += ',"sent_at":' + str(int(sent_at_ms))
     if requests:

@@ -22,10 +22,12 @@ Handler = Callable[..., "Response | dict"]
 _PARAM = re.compile(r"\{(\w+)\}")
 
 
-def _cors(request: ApigRequest) -> dict[str, str]:
+def cors_for(origin: str | None) -> dict[str, str]:
+    """The CORS headers for a request from ``origin`` under this process's settings (CORS_ORIGINS, and
+    any origin only while auth is off and none are configured)."""
     settings = runtime.current().settings
     any_origin = not settings.auth_enabled and not settings.origins
-    return cors_headers(request.headers.get("origin"), settings.origins, any_origin=any_origin)
+    return cors_headers(origin, settings.origins, any_origin=any_origin)
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,13 @@ class Router:
     def resolve(self, event: dict, context: object = None) -> dict:
         """Route one APIG event to its function and return the APIG response dict."""
         request = ApigRequest.from_event(event)
-        with logs.request_scope(request.request_id):
+        # Every line logged while it is served, and what ingest queues, names the request.
+        bound = logs.bind_request(request.request_id)  # not a context manager: this runs per request
+        try:
             response = self.dispatch(request)
-        response.headers = {**_cors(request), **response.headers}
+        finally:
+            logs.unbind_request(bound)
+        response.headers = {**cors_for(request.headers.get("origin")), **response.headers}
         return response.to_apig()
 
     def dispatch(self, request: ApigRequest) -> Response:

@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import schema
 from .errors import BadRequest, ServiceUnavailable
-from .readings import SMOKE_DEVICE_ID, MetricType, Reading
+from .readings import SMOKE_DEVICE_ID, MetricType, Reading, glob_like
 from .schema import ROLLUPS
 from .settings import Settings
 from .timeseries import EPOCH
@@ -298,8 +298,8 @@ GROUP BY l.device_id ORDER BY l.device_id
 )
 # A scope's devices, and their readings today (UTC) from the day's rollup rows as far as they are rolled
 # up, and the readings after: probes per device and metric, where a scan of the day's rows would read
-# the whole fleet's. The device list's ids are in
-# "C" order, the rollups' in the database's: the probe must compare in the rollups' to use their key.
+# the whole fleet's. The device list's ids are in "C" order, the rollups' in the database's: the probe
+# must compare in the rollups' to use their key.
 _SCOPED_STATS = """,
 day AS (
     SELECT date_trunc('day', now(), 'UTC') AS start, date_trunc('day', now(), 'UTC') + interval '1 day' AS end,
@@ -318,7 +318,6 @@ SELECT (SELECT count(*) FROM scoped),
               AND r.metric_type = ANY(%(metrics)s::metric_type[])
               AND r.timestamp >= greatest(day.start, day.rolled_before) AND r.timestamp < day.end) AS fresh)
 """
-WILDCARDS = "*?"
 _WILDCARD = re.compile(r"[*?]")
 
 
@@ -326,12 +325,6 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
     """The key range of the ids that start with ``prefix``: ids are ASCII (readings.parse_device_id),
     so every one of them sorts below prefix + DEL."""
     return prefix, prefix + "\x7f"
-
-
-def _like(glob: str) -> str:
-    """A glob (``*`` any run, ``?`` one character, everything else literal) as a LIKE pattern."""
-    literal = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return literal.replace("*", "%").replace("?", "_")
 
 
 @dataclass(frozen=True)
@@ -348,7 +341,7 @@ class DeviceScope:
         """The scope of ``scope``'s globs; None when it is every device."""
         if scope is None or "*" in scope:
             return None
-        exact = sorted({glob for glob in scope if not any(w in glob for w in WILDCARDS)})
+        exact = sorted({glob for glob in scope if not _WILDCARD.search(glob)})
         patterns = sorted(set(scope) - set(exact))
         return cls(tuple(exact), tuple(patterns))
 
@@ -378,7 +371,7 @@ class DeviceScope:
                 low, high = _prefix_range(prefix)
             else:
                 continue  # the glob's ids and the prefix's have nothing in common
-            params.update({f"low_{i}": low, f"high_{i}": high, f"like_{i}": _like(glob)})
+            params.update({f"low_{i}": low, f"high_{i}": high, f"like_{i}": glob_like(glob)})
             parts.append(
                 f"(SELECT device_id FROM device WHERE device_id >= %(low_{i})s AND device_id < %(high_{i})s"
                 f" AND device_id LIKE %(like_{i})s{common}{cut})"
@@ -461,10 +454,15 @@ def conninfo(settings: Settings, role: str = OWNER) -> str:
         user=user,
         password=password,
         connect_timeout=settings.connect_timeout,
-        application_name="iot-metrics" if role == OWNER else f"iot-metrics-{role}",
+        application_name=_application_name(role),
         # timestamptz values come back in the session's time zone: UTC, as the API shows them
         options="-c timezone=UTC" + _role_options(settings, role),
     )
+
+
+def _application_name(role: str) -> str:
+    """How a role's connections name themselves (pg_stat_activity) and their pool."""
+    return "iot-metrics" if role == OWNER else f"iot-metrics-{role}"
 
 
 def _role_options(settings: Settings, role: str) -> str:
@@ -520,7 +518,7 @@ class ReadingStore:
             return self._conninfo()
         params = psycopg.conninfo.conninfo_to_dict(self._conninfo())
         params["user"], params["password"] = account(self.settings, role)
-        params["application_name"] = f"iot-metrics-{role}"
+        params["application_name"] = _application_name(role)
         params["options"] = (str(params.get("options") or "") + _role_options(self.settings, role)).strip()
         return psycopg.conninfo.make_conninfo(**params)
 
@@ -540,7 +538,7 @@ class ReadingStore:
                         check=ConnectionPool.check_connection,
                         timeout=self.settings.connect_timeout + 1,
                         open=False,
-                        name="iot-metrics" if role == OWNER else f"iot-metrics-{role}",
+                        name=_application_name(role),
                     )
                     pool.open(wait=False)
                     self._pools[role] = pool
@@ -713,12 +711,11 @@ class ReadingStore:
         return self._find_token("id = %s", token_id)
 
     def _find_token(self, condition: str, value: object) -> TokenRecord | None:
-        row = self._run(
+        row = self.read(
             lambda conn: conn.execute(
                 f"SELECT id, name, kind, devices FROM api_token WHERE {condition} AND revoked_at IS NULL",
                 (value,),
-            ).fetchone(),
-            READER,
+            ).fetchone()
         )
         return None if row is None else TokenRecord(row[0], row[1], row[2], tuple(row[3]))
 
@@ -742,7 +739,7 @@ class ReadingStore:
     def delete_all(self) -> None:
         """Empty every data table (not the credentials), as the writer."""
         tables = ", ".join(schema.DATA_TABLES)
-        self._run(lambda conn: conn.execute(f"TRUNCATE {tables}"), WRITER)
+        self.write(lambda conn: conn.execute(f"TRUNCATE {tables}"))
 
     # -- reads -------------------------------------------------------------------------------
     def latest(self, device_id: str | None = None) -> list[LatestValue]:
@@ -753,9 +750,8 @@ class ReadingStore:
             sql += " WHERE device_id = %s"
             params = (device_id,)
         sql += " ORDER BY device_id, metric_type"
-        return self._run(
-            lambda conn: [LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(sql, params)],
-            READER,
+        return self.read(
+            lambda conn: [LatestValue(d, m, v, t.isoformat()) for d, m, v, t in conn.execute(sql, params)]
         )
 
     def history_page(
@@ -785,12 +781,10 @@ class ReadingStore:
             "limit": limit,
         }
         if metric_type is not None:
-            return self._run(lambda conn: conn.execute(_HISTORY_ONE_METRIC, params).fetchall(), READER)
+            return self.read(lambda conn: conn.execute(_HISTORY_ONE_METRIC, params).fetchall())
         params["limit"] = limit + _TIE
         params.update({f"metric_{i}": metric for i, metric in enumerate(MetricType.names())})
-        rows = self._run(
-            lambda conn: conn.execute(_history_all_metrics(after_metric), params).fetchall(), READER
-        )
+        rows = self.read(lambda conn: conn.execute(_history_all_metrics(after_metric), params).fetchall())
         rows.sort(key=lambda row: (row[2], -_METRIC_RANK[row[0]]), reverse=True)
         return rows[:limit]
 
@@ -842,7 +836,7 @@ class ReadingStore:
                     f"tz {zone!r} is not known to the database; use another zone name"
                 ) from error
 
-        return self._run(query, READER)
+        return self.read(query)
 
     def devices_page(
         self, after: str | None, prefix: str, limit: int, scope: Sequence[str] | None = None
@@ -854,12 +848,12 @@ class ReadingStore:
         matcher = DeviceScope.of(scope)
         if matcher is None:
             params["low"], params["high"] = _prefix_range(prefix)
-            return self._run(lambda conn: conn.execute(_DEVICES_PAGE, params).fetchall(), READER)
+            return self.read(lambda conn: conn.execute(_DEVICES_PAGE, params).fetchall())
         page = matcher.select(params, prefix=prefix, after=True, limit=True)
         if page is None:
             return []
         statement = f"WITH page AS ({page} ORDER BY device_id LIMIT %(limit)s)" + _SCOPED_DEVICES_JSON
-        return self._run(lambda conn: conn.execute(statement, params).fetchall(), READER)
+        return self.read(lambda conn: conn.execute(statement, params).fetchall())
 
     def stats(self, scope: Sequence[str] | None = None) -> dict[str, int | None]:
         """Counts for the dashboard: devices, readings stored for today (UTC) and rejected messages.
@@ -877,20 +871,18 @@ class ReadingStore:
                        (SELECT count(*) FROM rejected_message)
             """
             params: dict = {"smoke": SMOKE_DEVICE_ID}
-            devices, today, rejected = self._run(lambda conn: conn.execute(sql, params).fetchone(), READER)
+            devices, today, rejected = self.read(lambda conn: conn.execute(sql, params).fetchone())
             return {"devices": devices, "readings_today": int(today), "rejected_messages": rejected}
         params = {"smoke": SMOKE_DEVICE_ID, "metrics": MetricType.names()}
         scoped = matcher.select(params)
         if scoped is None:
             return {"devices": 0, "readings_today": 0, "rejected_messages": None}
         statement = f"WITH scoped AS MATERIALIZED ({scoped})" + _SCOPED_STATS.format(table=ROLLUPS[-1][0])
-        devices, today = self._run(lambda conn: conn.execute(statement, params).fetchone(), READER)
+        devices, today = self.read(lambda conn: conn.execute(statement, params).fetchone())
         return {"devices": devices, "readings_today": int(today), "rejected_messages": None}
 
     def rejected_count(self) -> int:
-        return self._run(
-            lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0], READER
-        )
+        return self.read(lambda conn: conn.execute("SELECT count(*) FROM rejected_message").fetchone()[0])
 
     def ping(self) -> None:
-        self._run(lambda conn: conn.execute("SELECT 1"), READER)
+        self.read(lambda conn: conn.execute("SELECT 1"))

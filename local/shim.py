@@ -25,9 +25,10 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from common import logs, metrics, runtime
-from common.apig import build_event, cors_headers, error_response, response_body
+from common.apig import build_event, error_response, response_body
 from common.auth import CONTEXT_HEADERS, CONTEXT_PARAMETERS, authorizer_event
 from common.errors import MethodNotAllowed, NotFound, Unauthorized
+from common.router import cors_for
 from functions import HTTP_FUNCTIONS, load_function
 
 from .context import LocalContext
@@ -135,20 +136,14 @@ def _authorize(authorizer: ModuleType, event: dict) -> dict | None:
             401, "Missing, invalid or revoked credential; send 'Authorization: Bearer <key>'"
         )
         refusal.headers.update(Unauthorized("").headers)
-        refusal.headers.update(_cors(event))
+        # so that a dashboard on another origin can read the 401
+        refusal.headers.update(cors_for(event["headers"].get("origin")))
         return refusal.to_apig()
     context = decision.get("context") or {}
     for key, header in CONTEXT_PARAMETERS.items():
         if key in context:
             event["headers"][header] = str(context[key])
     return None
-
-
-def _cors(event: dict) -> dict[str, str]:
-    """CORS headers on the shim's own refusals, so a dashboard on another origin can read a 401."""
-    settings = runtime.current().settings
-    any_origin = not settings.auth_enabled and not settings.origins
-    return cors_headers(event["headers"].get("origin"), settings.origins, any_origin=any_origin)
 
 
 def _http_response(result: dict) -> Response:
