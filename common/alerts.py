@@ -7,14 +7,19 @@ so a value hovering at the threshold does not open and close it over and over.
 
 The consumer judges the readings of a batch once it is committed, in a transaction of its own: each
 (rule, device, metric) keeps its state in ``alert_state`` (when the current breach began, the newest
-reading judged). Readings no newer than the newest judged are skipped, so a redelivered batch changes
-nothing; a reading that arrives after a newer one was judged is not judged at all. The state row is
+reading judged: the series' watermark). The consumer judges only the rows a batch inserted, so a
+redelivered batch changes nothing. A reading measured before the watermark (it arrived late, or out of
+order) has the series judged again from its stored readings around it (``_rejudge``), so alerts follow
+the times the readings were measured; an alert once opened stays an event, never retracted. The state row is
 locked while it is judged, so consumers judging the same series take turns; the partial unique index
 ``alert_one_open`` keeps one open alert per rule, device and metric whatever happens.
 
 A no-data rule opens an alert for each matching device whose newest reading is older than
 ``after_seconds``; the maintenance pass opens and closes them, and a batch with a fresh reading of the
 device closes them at once.
+
+A batch whose evaluation failed (or whose consumer stopped between commit and judging) is judged by
+the next maintenance pass, from each series' watermark (``catch_up``).
 
 Every opening and closing writes an ``alert_outbox`` row in the same transaction. Delivering those
 (webhook, SMN) is a separate job; nothing here sends them or sets ``delivered_at``.
@@ -28,11 +33,12 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 import psycopg
 
+from . import metrics
 from .auth import parse_glob
 from .errors import BadRequest
 from .readings import SMOKE_DEVICE_ID, Reading, format_timestamp, glob_like, glob_regex, parse_metric_type
@@ -46,6 +52,8 @@ OPEN, CLOSED = "open", "closed"
 MAX_NAME_LENGTH = 100
 # A duration longer than this is surely a mistake (and would overflow an interval): a year.
 MAX_SECONDS = 366 * 24 * 3600
+# Judging a series again after a late reading reads at most this many of its stored readings.
+REJUDGE_LIMIT = 50_000
 
 _COMPARE = {
     ">": lambda value, limit: value > limit,
@@ -239,8 +247,11 @@ def evaluate(runtime: Runtime, readings: Sequence[Reading]) -> Changes:
         return runtime.store.run(lambda conn: _evaluate(conn, readings))
     except Exception:
         log.exception(
-            "alert evaluation failed for a batch of %d readings; the batch is stored", len(readings)
+            "alert evaluation failed for a batch of %d readings; the batch is stored, and the next"
+            " maintenance pass judges them",
+            len(readings),
         )
+        metrics.alert_evaluation_failed()
         return Changes()
 
 
@@ -256,10 +267,17 @@ def _evaluate(conn: psycopg.Connection, readings: Sequence[Reading]) -> Changes:
             by_metric[rule.metric_type].append(rule)
     series: dict[tuple[int, str, str], list[Reading]] = defaultdict(list)
     rules_by_id = {rule.id: rule for rule in rules}
+    # A batch holds many readings of each device and metric: each pair is matched against the rules once.
+    matching: dict[tuple[str, str], list[int]] = {}
     for reading in readings:
-        for rule in by_metric.get(reading.metric_type, ()):
-            if rule.matches(reading.device_id):
-                series[(rule.id, reading.device_id, reading.metric_type)].append(reading)
+        pair = (reading.device_id, reading.metric_type)
+        rule_ids = matching.get(pair)
+        if rule_ids is None:
+            rule_ids = matching[pair] = [
+                rule.id for rule in by_metric.get(reading.metric_type, ()) if rule.matches(reading.device_id)
+            ]
+        for rule_id in rule_ids:
+            series[(rule_id, *pair)].append(reading)
     newest: dict[str, datetime] = {}
     if no_data:
         for reading in readings:
@@ -311,22 +329,14 @@ def _judge_series(
     updates = []
     for rule_id, device_id, metric, breach_start, judged_at, open_id in rows:
         rule = rules[rule_id]
-        for reading in sorted(series[(rule_id, device_id, metric)], key=lambda r: r.timestamp):
-            if judged_at is not None and reading.timestamp <= judged_at:
-                continue  # judged already (a redelivered batch), or older than what was
-            judged_at = reading.timestamp
-            if open_id is not None:
-                if rule.clears(reading.value):
-                    if conn.execute(_CLOSE, (reading.timestamp, open_id)).fetchone():
-                        record(conn, "closed", [open_id])
-                        changes.closed += 1
-                    open_id, breach_start = None, None
-            elif not rule.breaches(reading.value):
-                breach_start = None
-            else:
-                breach_start = breach_start or reading.timestamp
-                if (reading.timestamp - breach_start).total_seconds() >= rule.for_seconds:
-                    open_id = _open(conn, rule, device_id, metric, reading.timestamp, reading.value, changes)
+        readings = sorted(series[(rule_id, device_id, metric)], key=lambda r: r.timestamp)
+        if judged_at is not None and readings[0].timestamp <= judged_at:
+            # Measured before a reading judged already: judged again from the stored readings around it.
+            breach_start, judged_at = _rejudge(conn, rule, device_id, metric, readings[0].timestamp, changes)
+        else:
+            breach_start, judged_at = _judge_in_order(
+                conn, rule, device_id, metric, readings, breach_start, open_id, changes
+            )
         updates.append((rule_id, device_id, metric, breach_start, judged_at))
     if updates:
         conn.execute(
@@ -338,6 +348,131 @@ def _judge_series(
             """,
             [list(column) for column in zip(*updates, strict=True)],
         )
+
+
+def _judge_in_order(
+    conn: psycopg.Connection,
+    rule: Rule,
+    device_id: str,
+    metric: str,
+    readings: Sequence[Reading],
+    breach_start: datetime | None,
+    open_id: int | None,
+    changes: Changes,
+) -> tuple[datetime | None, datetime]:
+    """Readings newer than every one judged, oldest first: the common case, judged from the state row
+    alone. Answers the new (breach_start, judged_at)."""
+    for reading in readings:
+        if open_id is not None:
+            if rule.clears(reading.value):
+                if conn.execute(_CLOSE, (reading.timestamp, open_id)).fetchone():
+                    record(conn, "closed", [open_id])
+                    changes.closed += 1
+                open_id, breach_start = None, None
+        elif not rule.breaches(reading.value):
+            breach_start = None
+        else:
+            breach_start = breach_start or reading.timestamp
+            if (reading.timestamp - breach_start).total_seconds() >= rule.for_seconds:
+                open_id = _open(conn, rule, device_id, metric, reading.timestamp, reading.value, changes)
+    return breach_start, readings[-1].timestamp
+
+
+@dataclass
+class _Episode:
+    """A stretch of time an alert of the series is (or would be) open: [opened, closed)."""
+
+    opened: datetime
+    closed: datetime | None = None
+    value: float | None = None
+    alert_id: int | None = None
+
+    def overlaps(self, other: _Episode) -> bool:
+        return (other.closed is None or self.opened < other.closed) and (
+            self.closed is None or other.opened < self.closed
+        )
+
+
+def _rejudge(
+    conn: psycopg.Connection, rule: Rule, device_id: str, metric: str, since: datetime, changes: Changes
+) -> tuple[datetime | None, datetime]:
+    """Judge a series again from its stored readings, from ``for_seconds`` before ``since`` (the oldest
+    reading that arrived late) to its newest, as if they had arrived in order; then record what that
+    finds and the alerts do not show yet. An alert that was opened stays opened (an event is not
+    retracted): a replayed episode that overlaps an alert is that alert, and can only close it.
+
+    A late breaching reading can so open an alert (closed at once when a later reading already
+    cleared it); a late clearing reading closes the open alert it falls in, and the readings after
+    it may open a new one."""
+    lower = since - timedelta(seconds=rule.for_seconds)
+    key = {"device": device_id, "metric": metric, "lower": lower, "rule": rule.id}
+    before = conn.execute(
+        "SELECT value, timestamp FROM reading WHERE device_id = %(device)s AND metric_type = %(metric)s"
+        " AND timestamp < %(lower)s ORDER BY timestamp DESC LIMIT 1",
+        key,
+    ).fetchone()
+    stored = conn.execute(
+        "SELECT value, timestamp FROM reading WHERE device_id = %(device)s AND metric_type = %(metric)s"
+        " AND timestamp >= %(lower)s ORDER BY timestamp LIMIT %(limit)s",
+        {**key, "limit": REJUDGE_LIMIT},
+    ).fetchall()
+    if len(stored) == REJUDGE_LIMIT:
+        log.warning(
+            "alert rule %s judged %s/%s again over its first %d readings after %s only",
+            rule.id, device_id, metric, REJUDGE_LIMIT, lower,
+        )  # fmt: skip
+    alerts = [
+        _Episode(opened, closed, alert_id=alert_id)
+        for alert_id, opened, closed in conn.execute(
+            "SELECT id, opened_at, closed_at FROM alert WHERE rule_id = %(rule)s AND device_id = %(device)s"
+            " AND metric_type = %(metric)s AND (closed_at IS NULL OR closed_at > %(lower)s) ORDER BY opened_at",
+            key,
+        )
+    ]
+    # The state just before the window: an alert open then, or a breach running into it.
+    first = stored[0][1] if stored else since
+    current = next((a for a in alerts if a.opened < first and (a.closed is None or a.closed > first)), None)
+    replayed: list[_Episode] = []
+    episode = _Episode(current.opened, alert_id=current.alert_id) if current else None
+    breach_start = before[1] if before is not None and episode is None and rule.breaches(before[0]) else None
+    for value, moment in stored:
+        if episode is not None:
+            if rule.clears(value):
+                episode.closed = moment
+                replayed.append(episode)
+                episode, breach_start = None, None
+        elif not rule.breaches(value):
+            breach_start = None
+        else:
+            breach_start = breach_start or moment
+            if (moment - breach_start).total_seconds() >= rule.for_seconds:
+                episode = _Episode(moment, value=value)
+    if episode is not None:
+        replayed.append(episode)
+    for found in replayed:
+        known = [a for a in alerts if a.overlaps(found) or (found.alert_id and a.alert_id == found.alert_id)]
+        if not known:
+            _record_episode(conn, rule, device_id, metric, found, changes)
+            continue
+        if found.closed is not None:
+            for alert in known:
+                if alert.closed is None and alert.opened < found.closed:
+                    if conn.execute(_CLOSE, (found.closed, alert.alert_id)).fetchone():
+                        record(conn, "closed", [alert.alert_id])
+                        changes.closed += 1
+                    alert.closed = found.closed
+    return breach_start, stored[-1][1] if stored else since
+
+
+def _record_episode(
+    conn: psycopg.Connection, rule: Rule, device_id: str, metric: str, episode: _Episode, changes: Changes
+) -> None:
+    """An alert the replay found that no alert shows: opened, and closed too when it has ended."""
+    alert_id = _open(conn, rule, device_id, metric, episode.opened, episode.value, changes)
+    if episode.closed is not None and alert_id is not None:
+        if conn.execute(_CLOSE, (episode.closed, alert_id)).fetchone():
+            record(conn, "closed", [alert_id])
+            changes.closed += 1
 
 
 def _open(
@@ -380,6 +515,58 @@ def _close_reported(conn: psycopg.Connection, newest: dict[str, datetime], chang
     ]
     record(conn, "closed", ids)
     changes.closed += len(ids)
+
+
+# -- catching up, from each maintenance pass -------------------------------------------------------
+# Per pass: at most this many readings judged, so a long outage of evaluation is caught up over passes.
+CATCH_UP_READINGS = 50_000
+
+_BEHIND = """
+SELECT l.device_id, coalesce(s.judged_at, %(created)s) FROM latest_reading l
+LEFT JOIN alert_state s ON s.rule_id = %(rule)s AND s.device_id = l.device_id AND s.metric_type = l.metric_type
+WHERE l.metric_type = %(metric)s::metric_type AND l.device_id LIKE %(like)s AND l.device_id <> %(smoke)s
+  AND l.timestamp > coalesce(s.judged_at, %(created)s)
+"""
+_UNJUDGED = """
+SELECT value, timestamp FROM reading
+WHERE device_id = %(device)s AND metric_type = %(metric)s::metric_type AND timestamp > %(mark)s
+ORDER BY timestamp LIMIT %(limit)s
+"""
+
+
+def catch_up(conn: psycopg.Connection) -> int:
+    """Judge the stored readings that a batch's evaluation missed (it failed, or its consumer died
+    between commit and judging): every series a threshold rule matches whose newest reading is newer
+    than its watermark (the newest reading judged; the rule's creation for a series never judged).
+    Answers how many readings were judged. The evaluation of a batch that was only slow finds them
+    judged and judges them again, to the same result."""
+    budget = CATCH_UP_READINGS
+    created = dict(conn.execute("SELECT id, created_at FROM alert_rule WHERE deleted_at IS NULL").fetchall())
+    judged = 0
+    for rule in active_rules(conn):
+        if rule.kind != THRESHOLD or budget <= 0:
+            continue
+        params = {"rule": rule.id, "metric": rule.metric_type, "like": glob_like(rule.device_glob),
+                  "smoke": SMOKE_DEVICE_ID, "created": created[rule.id]}  # fmt: skip
+        series: dict[tuple[int, str, str], list[Reading]] = {}
+        for device_id, mark in conn.execute(_BEHIND, params).fetchall():
+            if budget <= 0:
+                break
+            rows = conn.execute(
+                _UNJUDGED, {"device": device_id, "metric": rule.metric_type, "mark": mark, "limit": budget}
+            ).fetchall()
+            if rows:
+                series[(rule.id, device_id, rule.metric_type)] = [
+                    Reading(device_id, rule.metric_type, value, moment) for value, moment in rows
+                ]
+                budget -= len(rows)
+                judged += len(rows)
+        if series:
+            with conn.transaction():
+                _judge_series(conn, {rule.id: rule}, series, Changes())
+    if judged:
+        log.warning("alert evaluation caught up on %d readings a batch had not judged", judged)
+    return judged
 
 
 # -- no-data rules, from each maintenance pass -----------------------------------------------------

@@ -1,6 +1,6 @@
 """The maintenance pass: partitions ahead, expired partitions dropped, new readings rolled up, rollups
-of old data backfilled, devices that stopped reporting alerted (common/alerts.py), alert notifications
-delivered (common/notify.py).
+of old data backfilled, devices that stopped reporting alerted and readings whose batch's alert
+evaluation failed judged (common/alerts.py), alert notifications delivered (common/notify.py).
 
 In the cloud a FunctionGraph TIMER trigger runs it (``functions/maintenance``); locally the runner
 calls the same handler on a timer. Runs never overlap: each holds a PostgreSQL advisory lock for its
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from . import alerts, notify, schema, store
+from . import alerts, metrics, notify, schema, store
 from .readings import SMOKE_DEVICE_ID
 from .runtime import Runtime
 from .schema import DAY, ROLLUPS, UTC
@@ -118,6 +118,16 @@ def _check_no_data(conn: psycopg.Connection, now: datetime) -> alerts.Changes:
         return alerts.Changes()
 
 
+def _catch_up(conn: psycopg.Connection) -> int:
+    """The readings whose batch's evaluation failed, judged; a failure is logged and leaves the rest of
+    the pass standing."""
+    try:
+        return alerts.catch_up(conn)
+    except psycopg.Error:
+        log.exception("alert evaluation could not catch up; the next pass tries again")
+        return 0
+
+
 def run(runtime: Runtime, now: datetime | None = None) -> dict:
     """One maintenance pass; see the module docstring. ``now`` is for tests."""
     settings = runtime.settings
@@ -129,6 +139,7 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
         "rollup_days_backfilled": 0,
         "no_data_alerts_opened": 0,
         "no_data_alerts_closed": 0,
+        "alert_readings_caught_up": 0,
         "notifications_sent": 0,
         "notification_failures": 0,
         "skipped": False,
@@ -161,9 +172,11 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
             result["rollup_days_backfilled"] = backfill_rollups(conn)
             no_data = _check_no_data(conn, now)
             result["no_data_alerts_opened"], result["no_data_alerts_closed"] = no_data.opened, no_data.closed
+            result["alert_readings_caught_up"] = _catch_up(conn)
             if settings.alert_webhook_url:
                 delivery = notify.deliver(conn, settings.alert_webhook_url)
                 result["notifications_sent"], result["notification_failures"] = delivery.sent, delivery.failed
+                metrics.alert_notifications_failed(delivery.failed)
             return result
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))

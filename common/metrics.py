@@ -19,11 +19,12 @@ much of ingest's counts. Everything else (refusals, batches, the backlog) is rar
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import (
@@ -34,6 +35,8 @@ from .errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+
+log = logging.getLogger(__name__)
 
 # prometheus_client's own variable: where the processes of one service keep their values, so that one
 # endpoint can show all of them (it must be set before prometheus_client is imported).
@@ -189,6 +192,15 @@ class _Metrics:
             multiprocess_mode="livemostrecent",
         )
 
+        self.evaluation_failures = Counter(
+            "iot_alert_evaluation_failures",
+            "Batches whose alert evaluation failed (stored anyway; the maintenance pass judges them)",
+        )
+        self.notification_failures = Counter(
+            "iot_alert_notification_failures",
+            "Alert notifications a destination did not take (each is tried again later)",
+        )
+
     def flush(self) -> None:
         """Move ingest's tally to prometheus_client. The histogram takes bucket counts through its
         children (``_buckets``, ``_sum``: how it stores them since its first release), the only way to add
@@ -278,6 +290,18 @@ def consumer_failed() -> None:
         metrics.batch_failures.inc()
 
 
+def alert_evaluation_failed() -> None:
+    metrics = _metrics
+    if metrics is not None:
+        metrics.evaluation_failures.inc()
+
+
+def alert_notifications_failed(count: int) -> None:
+    metrics = _metrics
+    if metrics is not None and count:
+        metrics.notification_failures.inc(count)
+
+
 def partition_backlog(topic: str, partition: int, lag: int, oldest_age_seconds: float) -> None:
     metrics = _metrics
     if metrics is not None:
@@ -359,12 +383,35 @@ def _registry():
     return registry
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics in Prometheus's text format and its content type: every process sharing this one's
-    multiprocess directory, or this process alone without one."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+# What the database knows, read at each scrape: gauges no process could keep (a value of the whole
+# service, whichever process changed it). Name -> help.
+DATABASE_GAUGES = {"iot_alerts_open": "Alerts open now, of every rule and device (from the database)"}
 
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+def exposition(database: Callable[[], dict[str, float]] | None = None) -> tuple[bytes, str]:
+    """The metrics in Prometheus's text format and its content type: every process sharing this one's
+    multiprocess directory, or this process alone without one; then ``database()``'s values of
+    DATABASE_GAUGES, left out when the database does not answer (the scrape still shows the rest)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    body = generate_latest(_registry())
+    if database is not None:
+        try:
+            values = database()
+        except Exception as error:  # a scrape must not fail because PostgreSQL is away
+            log.warning("the database's gauges are left out of /metrics: %s", error)
+            values = {}
+
+        class _Database:
+            def collect(self):
+                for name, value in values.items():
+                    yield GaugeMetricFamily(name, DATABASE_GAUGES[name], value=value)
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Database())
+        body += generate_latest(registry)
+    return body, CONTENT_TYPE_LATEST
 
 
 def serve(port: int, host: str = "0.0.0.0") -> None:

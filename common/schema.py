@@ -321,6 +321,10 @@ DATA_TABLES = (
     "latest_reading",
     "device",
     "rejected_message",
+    # A device's alerts are its data too (rules are configuration, and stay).
+    "alert_outbox",
+    "alert",
+    "alert_state",
 )
 OWNER_ONLY_TABLES = ("api_token", "schema_version")
 _WRITES = ("SELECT", "INSERT", "UPDATE", "DELETE")

@@ -11,6 +11,7 @@ import argparse
 import logging
 import time
 
+from common import metrics
 from common.settings import Settings
 from functions import load_function
 
@@ -35,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     interval = Settings.from_env().maintenance_interval_seconds
+    metrics.enable()  # its notification failures, in the run's shared metrics directory
     function = load_function("maintenance")
     function.initializer(LocalContext("maintenance"))
     while True:

@@ -269,18 +269,33 @@ def test_alert_pages_walk_newest_first(runtime, start):
     assert status == 400
 
 
-def test_a_failed_evaluation_is_logged_and_the_batch_stands(runtime, start, monkeypatch, caplog):
+def test_a_failed_evaluation_is_logged_the_batch_stands_and_maintenance_judges_it(
+    runtime, start, monkeypatch, caplog
+):
     device = unique("broken")
-    rule(runtime, device=device, metric_type="temperature", condition=">", threshold=0)
+    made = rule(runtime, device=device, metric_type="temperature", condition=">", threshold=0)
+    # A series never judged is caught up from the rule's creation on.
+    start = datetime.fromisoformat(made["created_at"]) + timedelta(milliseconds=1)
 
     def broken(conn, readings):
         raise psycopg.errors.DeadlockDetected("simulated")
 
     monkeypatch.setattr(alerts, "_evaluate", broken)
-    assert consume(runtime, [Reading(device, "temperature", 1.0, start)])["stored"] == 1
+    readings = [Reading(device, "temperature", v, at(start, n)) for n, v in enumerate([1.0, -1.0, 2.0])]
+    assert consume(runtime, readings)["stored"] == 3
     assert "alert evaluation failed" in caplog.text
     caplog.clear()  # expected here; the autouse check looks for unexpected ones
     assert alerts_of(device) == []
+    monkeypatch.undo()
+    # The next maintenance pass judges them from the series' watermark: opened, closed, opened.
+    assert maintenance.run(runtime)["alert_readings_caught_up"] >= 3
+    newer, older = alerts_of(device)
+    assert (older["opened_at"], older["closed_at"]) == (at(start, 0).isoformat(), at(start, 1).isoformat())
+    assert newer["state"] == "open" and newer["opened_at"] == at(start, 2).isoformat()
+    maintenance.run(runtime)
+    assert len(alerts_of(device)) == 2  # judged once
+    consume(runtime, [Reading(device, "temperature", -5.0, at(start, 3))])  # and on from there
+    assert [a["state"] for a in alerts_of(device)] == ["closed", "closed"]
 
 
 class Receiver:
@@ -355,3 +370,63 @@ def test_every_change_reaches_the_webhook_once_in_order_also_after_it_was_down(r
             (list(ids),),
         ).fetchone()
     assert attempts[1] is True
+
+
+def test_readings_out_of_order_are_judged_by_when_they_were_measured(runtime, start):
+    device = unique("late")
+    rule(runtime, device=device, metric_type="temperature", condition=">", threshold=50, for_seconds=60)
+    consume(runtime, [Reading(device, "temperature", 70.0, at(start, 60))])
+    assert alerts_of(device) == []  # one breaching reading spans 0 s
+    consume(runtime, [Reading(device, "temperature", 65.0, at(start, 0))])  # measured first, arrived late
+    (alert,) = alerts_of(device)  # 0..60: a minute of breach by the readings' own times
+    assert alert["state"] == "open" and alert["opened_at"] == at(start, 60).isoformat()
+    assert alert["value"] == 70.0
+    consume(runtime, [Reading(device, "temperature", 66.0, at(start, 30))])  # late, inside the breach
+    assert alerts_of(device) == [alert]
+    assert [kind for kind, _ in outbox(runtime, alert["id"])] == ["opened"]
+
+
+def test_a_late_reading_never_retracts_an_opened_alert(runtime, start):
+    device = unique("keep")
+    rule(runtime, device=device, metric_type="temperature", condition=">", threshold=50, for_seconds=60)
+    consume(runtime, [Reading(device, "temperature", 70.0, at(start, s)) for s in (0, 60)])
+    (alert,) = alerts_of(device)
+    # A good reading measured at 30 s breaks the minute: the alert would not have opened, but it has.
+    consume(runtime, [Reading(device, "temperature", 20.0, at(start, 30))])
+    assert alerts_of(device) == [alert]
+    consume(runtime, [Reading(device, "temperature", 75.0, at(start, 90))])
+    assert alerts_of(device) == [alert]  # still the one alert
+    consume(runtime, [Reading(device, "temperature", 40.0, at(start, 120))])
+    (closed,) = alerts_of(device)
+    assert closed["state"] == "closed" and closed["closed_at"] == at(start, 120).isoformat()
+
+
+def test_a_late_clearing_reading_closes_the_alert_it_falls_in_and_later_breaches_open_anew(runtime, start):
+    device = unique("split")
+    rule(runtime, device=device, metric_type="power", condition=">", threshold=10, clear_threshold=5)
+    consume(runtime, [Reading(device, "power", 20.0, at(start, s)) for s in (0, 20)])
+    (first,) = alerts_of(device)
+    assert first["opened_at"] == at(start, 0).isoformat()
+    consume(runtime, [Reading(device, "power", 1.0, at(start, 10))])  # measured between them
+    newer, older = alerts_of(device)
+    assert older["id"] == first["id"] and older["state"] == "closed"
+    assert older["closed_at"] == at(start, 10).isoformat()
+    assert newer["state"] == "open" and newer["opened_at"] == at(start, 20).isoformat()
+    assert [kind for kind, _ in outbox(runtime, older["id"])] == ["opened", "closed"]
+    assert [kind for kind, _ in outbox(runtime, newer["id"])] == ["opened"]
+
+
+def test_a_late_breach_that_ended_long_ago_is_recorded_opened_and_closed(runtime, start):
+    device = unique("past")
+    rule(runtime, device=device, metric_type="humidity", condition=">=", threshold=90)
+    consume(runtime, [Reading(device, "humidity", 50.0, at(start, s)) for s in (0, 100)])
+    late = [Reading(device, "humidity", v, at(start, s)) for s, v in ((40, 95.0), (50, 99.0))]
+    consume(runtime, late)
+    (alert,) = alerts_of(device)
+    assert (alert["opened_at"], alert["closed_at"]) == (at(start, 40).isoformat(), at(start, 100).isoformat())
+    assert alert["state"] == "closed" and alert["value"] == 95.0
+    assert [kind for kind, _ in outbox(runtime, alert["id"])] == ["opened", "closed"]
+    consume(runtime, late)  # delivered again: nothing new is stored, so nothing is judged
+    alerts.evaluate(runtime, late)  # and judged again by hand: the replay finds what is recorded
+    assert alerts_of(device) == [alert]
+    assert len(outbox(runtime, alert["id"])) == 2

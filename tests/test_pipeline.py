@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,12 +20,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import metrics
+from common import maintenance, metrics
 from common.runtime import Runtime
 from common.settings import Settings
+from common.store import conninfo
 from local.embedded import free_port
 from local.run import function_env
 
@@ -159,6 +162,66 @@ def test_metrics_count_every_reading_from_acceptance_to_its_end(stack):
     # Every message ingest queued is timed from queueing to stored.
     assert delta(after, before, "iot_ack_to_stored_seconds_count") >= len(singles) + 3
     assert total(after, "iot_consumer_oldest_unconsumed_age_seconds") == 0
+
+
+def test_metrics_show_the_alerts_open_in_the_database(stack):
+    _, service = stack
+    before = total(scrape(service), "iot_alerts_open")
+    device = f"alarm-{uuid.uuid4().hex[:6]}"
+    rule = {"name": "hot", "device": device, "metric_type": "temperature", "condition": ">", "threshold": 50}
+    status, made, _ = post(service, "/api/alert-rules", rule)
+    assert status == 201, made
+    assert post(service, "/api/device/data", {**reading(device, 1, "temperature"), "value": 80.0})[0] == 200
+    wait_for(lambda: total(scrape(service), "iot_alerts_open") == before + 1, timeout=30, interval=0.5)
+    status, _, _ = exchange(service, "DELETE", f"/api/alert-rules/{made['id']}")
+    assert status == 200  # its alert closes with it
+    assert total(scrape(service), "iot_alerts_open") == before
+
+
+def test_every_alert_change_reaches_the_webhook_once_across_a_consumer_restart(stack):
+    """The receiver is down while the consumer is killed and started again: once it is up, each of
+    the three changes arrives, each with an event id of its own, and nothing is sent twice."""
+    from .test_alerts import Receiver
+
+    servers, service = stack
+    device = f"hook-{uuid.uuid4().hex[:6]}"
+    rule = {"name": "hot", "device": device, "metric_type": "power", "condition": ">", "threshold": 50,
+            "clear_threshold": 40}  # fmt: skip
+    assert post(service, "/api/alert-rules", rule)[0] == 201
+
+    def alerts() -> list[dict]:
+        return exchange(service, "GET", f"/api/alerts?device_id={device}")[1]["alerts"]
+
+    def send(n: int, value: float) -> None:
+        assert post(service, "/api/device/data", {**reading(device, n), "value": value})[0] == 200
+
+    receiver = Receiver()  # not started: nothing listens on its port yet
+    settings = Settings.from_env({**servers.env, "ALERT_WEBHOOK_URL": receiver.url})
+    delivering = Runtime(settings)
+    try:
+        send(1, 60.0)
+        wait_for(lambda: [a["state"] for a in alerts()] == ["open"], timeout=30, interval=0.3)
+        assert maintenance.run(delivering)["notification_failures"] == 1
+        trigger = service.processes["trigger"]
+        trigger.send_signal(signal.SIGKILL)
+        trigger.wait()
+        send(2, 30.0)  # closes it
+        send(3, 70.0)  # opens another
+        service.start_trigger_loop()
+        wait_for(lambda: [a["state"] for a in alerts()] == ["open", "closed"], timeout=60, interval=0.3)
+        assert maintenance.run(delivering)["notifications_sent"] == 0  # the first failure's back-off
+        receiver.start()
+        with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+            conn.execute("UPDATE alert_outbox SET next_try_at = now() WHERE delivered_at IS NULL")
+        while maintenance.run(delivering)["notifications_sent"]:
+            pass
+    finally:
+        receiver.stop()
+        delivering.close()
+    mine = [(key, body) for key, body in receiver.received if body["alert"]["device_id"] == device]
+    assert [body["kind"] for _, body in mine] == ["opened", "closed", "opened"]
+    assert all(key == body["event_id"] for key, body in mine)
+    assert len({key for key, _ in mine}) == 3
 
 
 def json_lines(path: Path) -> list[dict]:

@@ -256,6 +256,8 @@ def test_a_rejected_bulk_queues_nothing(service):
     http(service, "POST", "/api/device/data", {"device_id": marker, "metric_type": "power", "value": 1})
     wait_for(lambda: marker in devices(service))  # later readings landed, so earlier ones would have too
     assert http(service, "GET", f"/api/device/{device}/history")[1]["data"] == []
+    assert http(service, "GET", "/api/alerts")[1]["alerts"] == []
+    assert made in http(service, "GET", "/api/alert-rules")[1]["rules"]
 
 
 @pytest.mark.parametrize(
@@ -288,10 +290,14 @@ def test_dashboard_pages_are_served(service):
     assert status == 200 and "IOT_CONFIG" in script
 
 
-def test_delete_all_clears_database_and_cache(service):
+def test_delete_all_clears_database_cache_and_alerts_but_keeps_the_rules(service):
     device = new_device("doomed")
+    rule = {"name": "doomed", "device": device, "metric_type": "power", "condition": ">", "threshold": 0}
+    status, made = http(service, "POST", "/api/alert-rules", rule)
+    assert status == 201, made
     http(service, "POST", "/api/device/data", {"device_id": device, "metric_type": "power", "value": 1})
     wait_for(lambda: device in devices(service))
+    wait_for(lambda: http(service, "GET", f"/api/alerts?device_id={device}")[1]["alerts"])
     assert http(service, "POST", "/api/delete-all", {}) == (
         200,
         {"message": "All device data deleted successfully"},
