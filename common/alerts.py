@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -55,12 +56,7 @@ MAX_SECONDS = 366 * 24 * 3600
 # Judging a series again after a late reading reads at most this many of its stored readings.
 REJUDGE_LIMIT = 50_000
 
-_COMPARE = {
-    ">": lambda value, limit: value > limit,
-    ">=": lambda value, limit: value >= limit,
-    "<": lambda value, limit: value < limit,
-    "<=": lambda value, limit: value <= limit,
-}
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 @dataclass(frozen=True)
@@ -239,20 +235,77 @@ class Changes:
 
 
 def evaluate(runtime: Runtime, readings: Sequence[Reading]) -> Changes:
-    """Judge a committed batch's readings against the rules. Never raises: a failure is logged, and
-    the batch (already stored) stands."""
+    """Judge a committed batch's readings against the rules. Never raises: a failure is logged,
+    counted and leaves a retry mark for the maintenance pass; the batch (already stored) stands."""
     if not readings:
         return Changes()
     try:
         return runtime.store.run(lambda conn: _evaluate(conn, readings))
     except Exception:
         log.exception(
-            "alert evaluation failed for a batch of %d readings; the batch is stored, and the next"
-            " maintenance pass judges them",
-            len(readings),
+            "alert evaluation failed for a batch of %d readings; the batch is stored", len(readings)
         )
         metrics.alert_evaluation_failed()
+        _mark_for_retry(runtime, readings)
         return Changes()
+
+
+class _Matcher:
+    """Which threshold rules take a device's readings of a metric. A rule's device glob is most often
+    every device, one device or a prefix: those are found without a regular expression, and each
+    device's answer is remembered while the rules stay the same (batches repeat the same devices)."""
+
+    MEMORY = 100_000  # (device, metric) answers kept, then forgotten all at once
+
+    def __init__(self, rules: Sequence[Rule]):
+        self.any: dict[str, list[int]] = defaultdict(list)
+        self.exact: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.prefixes: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        self.others: dict[str, list[Rule]] = defaultdict(list)
+        for rule in rules:
+            glob, metric = rule.device_glob, rule.metric_type
+            wildcards = glob.count("*") + glob.count("?")
+            if glob == "*":
+                self.any[metric].append(rule.id)
+            elif not wildcards:
+                self.exact[(glob, metric)].append(rule.id)
+            elif wildcards == 1 and glob.endswith("*"):
+                self.prefixes[metric].append((glob[:-1], rule.id))
+            else:
+                self.others[metric].append(rule)
+        self.known: dict[tuple[str, str], list[int]] = {}
+
+    def rules_for(self, device_id: str, metric: str) -> list[int]:
+        pair = (device_id, metric)
+        found = self.known.get(pair)
+        if found is None:
+            found = [
+                *self.any.get(metric, ()),
+                *self.exact.get(pair, ()),
+                *(
+                    rule_id
+                    for prefix, rule_id in self.prefixes.get(metric, ())
+                    if device_id.startswith(prefix)
+                ),
+                *(rule.id for rule in self.others.get(metric, ()) if rule.matches(device_id)),
+            ]
+            if len(self.known) >= self.MEMORY:
+                self.known.clear()
+            self.known[pair] = found
+        return found
+
+
+_matchers: dict[tuple[Rule, ...], _Matcher] = {}
+
+
+def _matcher(rules: Sequence[Rule]) -> _Matcher:
+    """The matcher of these threshold rules, kept while they stay the same (one set at a time)."""
+    key = tuple(rules)
+    found = _matchers.get(key)
+    if found is None:
+        _matchers.clear()
+        found = _matchers[key] = _Matcher(rules)
+    return found
 
 
 def _evaluate(conn: psycopg.Connection, readings: Sequence[Reading]) -> Changes:
@@ -260,30 +313,17 @@ def _evaluate(conn: psycopg.Connection, readings: Sequence[Reading]) -> Changes:
     if not rules:
         return Changes()
     changes = Changes()
-    by_metric: dict[str, list[Rule]] = defaultdict(list)
-    no_data = [rule for rule in rules if rule.kind == NO_DATA]
-    for rule in rules:
-        if rule.kind == THRESHOLD:
-            by_metric[rule.metric_type].append(rule)
-    series: dict[tuple[int, str, str], list[Reading]] = defaultdict(list)
     rules_by_id = {rule.id: rule for rule in rules}
-    # A batch holds many readings of each device and metric: each pair is matched against the rules once.
-    matching: dict[tuple[str, str], list[int]] = {}
-    for reading in readings:
-        pair = (reading.device_id, reading.metric_type)
-        rule_ids = matching.get(pair)
-        if rule_ids is None:
-            rule_ids = matching[pair] = [
-                rule.id for rule in by_metric.get(reading.metric_type, ()) if rule.matches(reading.device_id)
-            ]
-        for rule_id in rule_ids:
-            series[(rule_id, *pair)].append(reading)
+    threshold_rules = [rule for rule in rules if rule.kind == THRESHOLD]
+    series = _worth_judging(conn, threshold_rules, readings) if threshold_rules else {}
     newest: dict[str, datetime] = {}
-    if no_data:
+    if any(rule.kind == NO_DATA for rule in rules):
+        silent = {row[0] for row in conn.execute(_SILENT_DEVICES)}
         for reading in readings:
-            known = newest.get(reading.device_id)
-            if known is None or reading.timestamp > known:
-                newest[reading.device_id] = reading.timestamp
+            if reading.device_id in silent:
+                known = newest.get(reading.device_id)
+                if known is None or reading.timestamp > known:
+                    newest[reading.device_id] = reading.timestamp
     if not series and not newest:
         return changes
     with conn.transaction():
@@ -296,49 +336,154 @@ def _evaluate(conn: psycopg.Connection, readings: Sequence[Reading]) -> Changes:
     return changes
 
 
+_SILENT_DEVICES = """
+SELECT DISTINCT a.device_id FROM alert a JOIN alert_rule r ON r.id = a.rule_id
+WHERE a.state = 'open' AND r.kind = 'no_data'
+"""
+
+
+def _worth_judging(
+    conn: psycopg.Connection, rules: Sequence[Rule], readings: Sequence[Reading]
+) -> dict[tuple[int, str, str], list[Reading]]:
+    """The (rule, device, metric) series whose readings can change something, with the batch's readings
+    of each: those with a breach running or an alert open (they have a state row), and those with a
+    breaching reading. The rest, nearly all, are quiet series given readings that do not breach, which
+    change nothing, late or not."""
+    matcher = _matcher(rules)
+    active = {
+        (rule_id, device_id, metric)
+        for rule_id, device_id, metric in conn.execute(
+            "SELECT rule_id, device_id, metric_type::text FROM alert_state WHERE rule_id = ANY(%s)",
+            ([rule.id for rule in rules],),
+        )
+    }
+    pairs: dict[tuple[str, str], list[Reading]] = defaultdict(list)
+    for reading in readings:
+        pairs[(reading.device_id, reading.metric_type)].append(reading)
+    # Per rule: its id, whether a high value breaches it, its comparison and threshold (this loop runs
+    # for every device and metric of the batch and every rule of theirs).
+    tests = {
+        rule.id: (rule.id, rule.condition[0] == ">", _COMPARE[rule.condition], rule.threshold)
+        for rule in rules
+    }
+    series = {}
+    for pair, found in pairs.items():
+        rule_ids = matcher.rules_for(*pair)
+        if not rule_ids:
+            continue
+        if len(found) == 1:
+            low = high = found[0].value
+        else:
+            values = [reading.value for reading in found]
+            low, high = min(values), max(values)
+        for rule_id, above, compare, threshold in map(tests.__getitem__, rule_ids):
+            if compare(high if above else low, threshold) or (active and (rule_id, *pair) in active):
+                series[(rule_id, *pair)] = list(found)
+    return series
+
+
+_LOCK_STATES = """
+SELECT s.rule_id, s.device_id, s.metric_type::text, s.breach_start, s.judged_at, a.id
+FROM alert_state s
+LEFT JOIN alert a ON a.rule_id = s.rule_id AND a.device_id = s.device_id
+    AND a.metric_type = s.metric_type::text AND a.state = 'open'
+WHERE (s.rule_id, s.device_id, s.metric_type) IN (SELECT * FROM {unnest})
+ORDER BY s.rule_id, s.device_id, s.metric_type
+FOR UPDATE OF s
+"""
+_UNNEST_KEYS = "unnest(%(rules)s::bigint[], %(devices)s::text[], %(metrics)s::metric_type[])"
+# How many readings of each (device, metric) are stored from a moment on.
+_STORED_SINCE = """
+SELECT k.device_id, k.metric_type, k.since, (
+    SELECT count(*) FROM reading r
+    WHERE r.device_id = k.device_id AND r.metric_type = k.metric_type::metric_type AND r.timestamp >= k.since)
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(device_id, metric_type, since)
+"""
+
+
+def _keys(keys: Sequence[tuple[int, str, str]]) -> dict:
+    return {
+        "rules": [key[0] for key in keys],
+        "devices": [key[1] for key in keys],
+        "metrics": [key[2] for key in keys],
+    }
+
+
+def _lock_states(conn: psycopg.Connection, keys: list[tuple[int, str, str]]) -> list[tuple]:
+    """The state rows of these series, locked (created where missing), in key order so that no two
+    transactions wait on each other. A row another transaction deleted meanwhile (its series went
+    quiet) is created again."""
+    rows: list[tuple] = []
+    while keys:
+        params = _keys(keys)
+        conn.execute(
+            f"INSERT INTO alert_state (rule_id, device_id, metric_type) SELECT * FROM {_UNNEST_KEYS}"
+            " ON CONFLICT DO NOTHING",
+            params,
+        )
+        locked = conn.execute(_LOCK_STATES.format(unnest=_UNNEST_KEYS), params).fetchall()
+        rows += locked
+        found = {tuple(row[:3]) for row in locked}
+        keys = [key for key in keys if key not in found]
+    return rows
+
+
 def _judge_series(
     conn: psycopg.Connection,
     rules: dict[int, Rule],
     series: dict[tuple[int, str, str], list[Reading]],
     changes: Changes,
 ) -> None:
-    # Every transaction takes the state rows in the same (sorted) order: no two wait on each other.
-    keys = sorted(series)
-    columns = {
-        "rules": [key[0] for key in keys],
-        "devices": [key[1] for key in keys],
-        "metrics": [key[2] for key in keys],
-    }
-    unnest = "unnest(%(rules)s::bigint[], %(devices)s::text[], %(metrics)s::metric_type[])"
-    conn.execute(
-        f"INSERT INTO alert_state (rule_id, device_id, metric_type) SELECT * FROM {unnest} ON CONFLICT DO NOTHING",
-        columns,
-    )
-    rows = conn.execute(
-        f"""
-        SELECT s.rule_id, s.device_id, s.metric_type::text, s.breach_start, s.judged_at, a.id
-        FROM alert_state s
-        LEFT JOIN alert a ON a.rule_id = s.rule_id AND a.device_id = s.device_id
-            AND a.metric_type = s.metric_type::text AND a.state = 'open'
-        WHERE (s.rule_id, s.device_id, s.metric_type) IN (SELECT * FROM {unnest})
-        ORDER BY s.rule_id, s.device_id, s.metric_type
-        FOR UPDATE OF s
-        """,
-        columns,
-    ).fetchall()
-    updates = []
+    rows = _lock_states(conn, sorted(series))
+    for value in series.values():
+        value.sort(key=lambda r: r.timestamp)
+    # A series without a state row was quiet: its readings are late if it has stored readings
+    # (other than the batch's) after the batch's oldest.
+    batch = {key[1:]: found for key, found in series.items()}  # every rule's list holds all of them
+    fresh = {pair: batch[pair][0].timestamp for pair in (tuple(row[1:3]) for row in rows if row[4] is None)}
+    crowded = set()
+    if fresh:
+        devices, metric_types = zip(*fresh, strict=True)
+        for device_id, metric, _, stored in conn.execute(
+            _STORED_SINCE, (list(devices), list(metric_types), list(fresh.values()))
+        ):
+            if stored > len({r.timestamp for r in batch[(device_id, metric)]}):
+                crowded.add((device_id, metric))
+    updates, events, rejudged = [], {}, []
     for rule_id, device_id, metric, breach_start, judged_at, open_id in rows:
-        rule = rules[rule_id]
-        readings = sorted(series[(rule_id, device_id, metric)], key=lambda r: r.timestamp)
-        if judged_at is not None and readings[0].timestamp <= judged_at:
+        key = (rule_id, device_id, metric)
+        rule, readings = rules[rule_id], series[key]
+        late = (device_id, metric) in crowded if judged_at is None else readings[0].timestamp <= judged_at
+        if late:
             # Measured before a reading judged already: judged again from the stored readings around it.
             breach_start, judged_at = _rejudge(conn, rule, device_id, metric, readings[0].timestamp, changes)
+            rejudged.append(key)
+            is_open = True  # found out below
         else:
-            breach_start, judged_at = _judge_in_order(
-                conn, rule, device_id, metric, readings, breach_start, open_id, changes
+            breach_start, judged_at, changed, is_open = _judge_in_order(rule, readings, breach_start, open_id)
+            if changed:
+                events[key] = (open_id, changed)
+        updates.append((*key, breach_start, judged_at, is_open))
+    _apply(conn, events, changes)
+    if rejudged:
+        still_open = {
+            tuple(row)
+            for row in conn.execute(
+                f"SELECT rule_id, device_id, metric_type FROM alert WHERE state = 'open'"
+                f" AND (rule_id, device_id, metric_type::metric_type) IN (SELECT * FROM {_UNNEST_KEYS})",
+                _keys(rejudged),
             )
-        updates.append((rule_id, device_id, metric, breach_start, judged_at))
-    if updates:
+        }
+        updates = [(*u[:5], u[:3] in still_open) if u[:3] in set(rejudged) else u for u in updates]
+    # A series with no breach running and no alert open keeps no state: most series, most of the time.
+    quiet = [u[:3] for u in updates if u[3] is None and not u[5]]
+    kept = [u[:5] for u in updates if u[3] is not None or u[5]]
+    if quiet:
+        conn.execute(
+            f"DELETE FROM alert_state WHERE (rule_id, device_id, metric_type) IN (SELECT * FROM {_UNNEST_KEYS})",
+            _keys(quiet),
+        )
+    if kept:
         conn.execute(
             """
             UPDATE alert_state s SET breach_start = u.breach_start, judged_at = u.judged_at
@@ -346,36 +491,99 @@ def _judge_series(
                 AS u(rule_id, device_id, metric_type, breach_start, judged_at)
             WHERE s.rule_id = u.rule_id AND s.device_id = u.device_id AND s.metric_type = u.metric_type
             """,
-            [list(column) for column in zip(*updates, strict=True)],
+            [list(column) for column in zip(*kept, strict=True)],
         )
 
 
+# An alert change found by judging in order: ("open", moment, value) or ("close", moment, None).
+_Change = tuple[str, datetime, float | None]
+
+
 def _judge_in_order(
-    conn: psycopg.Connection,
     rule: Rule,
-    device_id: str,
-    metric: str,
     readings: Sequence[Reading],
     breach_start: datetime | None,
     open_id: int | None,
-    changes: Changes,
-) -> tuple[datetime | None, datetime]:
+) -> tuple[datetime | None, datetime, list[_Change], bool]:
     """Readings newer than every one judged, oldest first: the common case, judged from the state row
-    alone. Answers the new (breach_start, judged_at)."""
+    alone. Answers the new (breach_start, judged_at), the changes to make and whether an alert is open
+    after them."""
+    is_open = open_id is not None
+    changed: list[_Change] = []
     for reading in readings:
-        if open_id is not None:
+        if is_open:
             if rule.clears(reading.value):
-                if conn.execute(_CLOSE, (reading.timestamp, open_id)).fetchone():
-                    record(conn, "closed", [open_id])
-                    changes.closed += 1
-                open_id, breach_start = None, None
+                changed.append(("close", reading.timestamp, None))
+                is_open, breach_start = False, None
         elif not rule.breaches(reading.value):
             breach_start = None
         else:
             breach_start = breach_start or reading.timestamp
             if (reading.timestamp - breach_start).total_seconds() >= rule.for_seconds:
-                open_id = _open(conn, rule, device_id, metric, reading.timestamp, reading.value, changes)
-    return breach_start, readings[-1].timestamp
+                changed.append(("open", reading.timestamp, reading.value))
+                is_open = True
+    return breach_start, readings[-1].timestamp, changed, is_open
+
+
+_CLOSE_MANY = """
+UPDATE alert a SET state = 'closed', closed_at = u.moment
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS u(id, moment)
+WHERE a.id = u.id AND a.state = 'open'
+RETURNING a.id
+"""
+_OPEN_MANY = """
+INSERT INTO alert (rule_id, device_id, metric_type, state, opened_at, value)
+SELECT rule_id, device_id, metric_type, 'open', moment, value
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::float8[])
+    AS u(rule_id, device_id, metric_type, moment, value)
+ON CONFLICT (rule_id, device_id, metric_type) WHERE state = 'open' DO NOTHING
+RETURNING id, rule_id, device_id, metric_type
+"""
+
+
+def _apply(
+    conn: psycopg.Connection,
+    events: dict[tuple[int, str, str], tuple[int | None, list[_Change]]],
+    changes: Changes,
+) -> None:
+    """Make the changes judging in order found, a few statements for the whole batch: round by round,
+    each series' next change (most series have one; a series can open, close and open again)."""
+    pending = {key: (open_id, list(changed)) for key, (open_id, changed) in events.items()}
+    while pending:
+        closing = [
+            (open_id, changed[0][1]) for open_id, changed in pending.values() if changed[0][0] == "close"
+        ]
+        opening = [
+            (*key, changed[0][1], changed[0][2])
+            for key, (_, changed) in pending.items()
+            if changed[0][0] == "open"
+        ]
+        closing = [(alert_id, moment) for alert_id, moment in closing if alert_id is not None]
+        if closing:
+            ids, moments = ([alert_id for alert_id, _ in closing], [moment for _, moment in closing])
+            closed = [row[0] for row in conn.execute(_CLOSE_MANY, (ids, moments))]
+            record(conn, "closed", closed)
+            changes.closed += len(closed)
+        opened: dict[tuple[int, str, str], int] = {}
+        if opening:
+            columns = [list(column) for column in zip(*opening, strict=True)]
+            for alert_id, *key in conn.execute(_OPEN_MANY, columns):
+                opened[tuple(key)] = alert_id
+            record(conn, "opened", list(opened.values()))
+            changes.opened += len(opened)
+            for key in {tuple(o[:3]) for o in opening} - set(opened):
+                # Open already (the unique index held): later changes apply to that alert.
+                found = conn.execute(
+                    "SELECT id FROM alert WHERE rule_id = %s AND device_id = %s AND metric_type = %s"
+                    " AND state = 'open'",
+                    key,
+                ).fetchone()
+                opened[key] = found[0] if found else None
+        following = {}
+        for key, (open_id, changed) in pending.items():
+            if len(changed) > 1:
+                following[key] = (opened.get(key, open_id) if changed[0][0] == "open" else None, changed[1:])
+        pending = following
 
 
 @dataclass
@@ -520,12 +728,23 @@ def _close_reported(conn: psycopg.Connection, newest: dict[str, datetime], chang
 # -- catching up, from each maintenance pass -------------------------------------------------------
 # Per pass: at most this many readings judged, so a long outage of evaluation is caught up over passes.
 CATCH_UP_READINGS = 50_000
+RETRY_MARKS = 1_000  # series whose retry marks one pass takes up
 
+_MARK = """
+INSERT INTO alert_retry (device_id, metric_type, since)
+SELECT * FROM unnest(%s::text[], %s::metric_type[], %s::timestamptz[])
+ON CONFLICT (device_id, metric_type) DO UPDATE SET since = least(alert_retry.since, excluded.since)
+"""
+_TAKE_MARKS = """
+DELETE FROM alert_retry WHERE (device_id, metric_type) IN (
+    SELECT device_id, metric_type FROM alert_retry ORDER BY marked_at LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING device_id, metric_type::text, since - interval '1 microsecond'
+"""
+# Series with a breach running or an alert open that have stored readings newer than their watermark.
 _BEHIND = """
-SELECT l.device_id, coalesce(s.judged_at, %(created)s) FROM latest_reading l
-LEFT JOIN alert_state s ON s.rule_id = %(rule)s AND s.device_id = l.device_id AND s.metric_type = l.metric_type
-WHERE l.metric_type = %(metric)s::metric_type AND l.device_id LIKE %(like)s AND l.device_id <> %(smoke)s
-  AND l.timestamp > coalesce(s.judged_at, %(created)s)
+SELECT s.rule_id, s.device_id, s.metric_type::text, s.judged_at FROM alert_state s
+JOIN latest_reading l ON l.device_id = s.device_id AND l.metric_type = s.metric_type
+WHERE s.judged_at IS NOT NULL AND l.timestamp > s.judged_at
 """
 _UNJUDGED = """
 SELECT value, timestamp FROM reading
@@ -534,36 +753,62 @@ ORDER BY timestamp LIMIT %(limit)s
 """
 
 
+def _mark_for_retry(runtime: Runtime, readings: Sequence[Reading]) -> None:
+    """Remember, for the maintenance pass, each series of a batch whose evaluation failed and its
+    oldest reading. When even that fails, the series with a breach running or an alert open are still
+    caught up from their watermarks; a breaching reading of a quiet series is then judged only if the
+    batch is delivered again."""
+    oldest: dict[tuple[str, str], datetime] = {}
+    for reading in readings:
+        pair = (reading.device_id, reading.metric_type)
+        if pair not in oldest or reading.timestamp < oldest[pair]:
+            oldest[pair] = reading.timestamp
+    devices, metric_types = zip(*oldest, strict=True)
+    try:
+        runtime.store.run(
+            lambda conn: conn.execute(_MARK, (list(devices), list(metric_types), list(oldest.values())))
+        )
+    except Exception:
+        log.exception(
+            "the %d series of a batch whose alert evaluation failed could not be marked", len(oldest)
+        )
+
+
 def catch_up(conn: psycopg.Connection) -> int:
-    """Judge the stored readings that a batch's evaluation missed (it failed, or its consumer died
-    between commit and judging): every series a threshold rule matches whose newest reading is newer
-    than its watermark (the newest reading judged; the rule's creation for a series never judged).
-    Answers how many readings were judged. The evaluation of a batch that was only slow finds them
-    judged and judges them again, to the same result."""
+    """Judge the stored readings a batch's evaluation missed: from each retry mark a failed evaluation
+    left, and after the watermark (the newest reading judged) of each series with a breach running or
+    an alert open. Answers how many readings were judged. A batch whose evaluation was only slow finds
+    them judged and judges them again, to the same result."""
+    rules = [rule for rule in active_rules(conn) if rule.kind == THRESHOLD]
+    rules_by_id = {rule.id: rule for rule in rules}
+    matcher = _matcher(rules)
     budget = CATCH_UP_READINGS
-    created = dict(conn.execute("SELECT id, created_at FROM alert_rule WHERE deleted_at IS NULL").fetchall())
     judged = 0
-    for rule in active_rules(conn):
-        if rule.kind != THRESHOLD or budget <= 0:
-            continue
-        params = {"rule": rule.id, "metric": rule.metric_type, "like": glob_like(rule.device_glob),
-                  "smoke": SMOKE_DEVICE_ID, "created": created[rule.id]}  # fmt: skip
+
+    def unjudged(device_id: str, metric: str, mark: datetime) -> list[Reading]:
+        nonlocal budget
+        rows = conn.execute(
+            _UNJUDGED, {"device": device_id, "metric": metric, "mark": mark, "limit": max(budget, 1)}
+        ).fetchall()
+        budget -= len(rows)
+        return [Reading(device_id, metric, value, moment) for value, moment in rows]
+
+    with conn.transaction():
         series: dict[tuple[int, str, str], list[Reading]] = {}
-        for device_id, mark in conn.execute(_BEHIND, params).fetchall():
-            if budget <= 0:
-                break
-            rows = conn.execute(
-                _UNJUDGED, {"device": device_id, "metric": rule.metric_type, "mark": mark, "limit": budget}
-            ).fetchall()
-            if rows:
-                series[(rule.id, device_id, rule.metric_type)] = [
-                    Reading(device_id, rule.metric_type, value, moment) for value, moment in rows
-                ]
-                budget -= len(rows)
-                judged += len(rows)
+        for device_id, metric, mark in conn.execute(_TAKE_MARKS, (RETRY_MARKS,)).fetchall():
+            found = unjudged(device_id, metric, mark)
+            for rule_id in matcher.rules_for(device_id, metric) if found else ():
+                series[(rule_id, device_id, metric)] = list(found)
+        for rule_id, device_id, metric, mark in conn.execute(_BEHIND).fetchall():
+            if budget > 0 and rule_id in rules_by_id and (rule_id, device_id, metric) not in series:
+                found = unjudged(device_id, metric, mark)
+                if found:
+                    series[(rule_id, device_id, metric)] = found
         if series:
-            with conn.transaction():
-                _judge_series(conn, {rule.id: rule}, series, Changes())
+            _judge_series(conn, rules_by_id, series, Changes())
+            judged = len(
+                {(r.device_id, r.metric_type, r.timestamp) for found in series.values() for r in found}
+            )
     if judged:
         log.warning("alert evaluation caught up on %d readings a batch had not judged", judged)
     return judged

@@ -104,7 +104,6 @@ def _store(runtime: Runtime, readings: list[Reading], context: object) -> StoreR
         stored=sum(r.stored for r in results),
         duplicates=sum(r.duplicates for r in results),
         latest_moved=sum(r.latest_moved for r in results),
-        inserted=[reading for r in results for reading in r.inserted],
     )
 
 
@@ -177,9 +176,11 @@ def _handle_batch(event: dict, context: object) -> dict:
     result = _store(runtime, readings, context)
     # After the readings: a retried batch stores them again harmlessly.
     _retrying(lambda: runtime.store.reject(rejected), context)
-    # Judged once the batch is committed, in a transaction of its own, from the rows it inserted (a
-    # redelivered reading is judged once); a failure is logged and counted, never raised.
-    alerts.evaluate(runtime, result.inserted)
+    # Judged once the batch is committed, in a transaction of its own; a failure is logged, counted and
+    # marked for the maintenance pass, never raised. Readings found stored already are judged too: a
+    # redelivery may follow a consumer that stopped between the commit and the judging, and judging a
+    # reading again changes nothing.
+    alerts.evaluate(runtime, readings)
     stored_at = time.time()
     # Counted once the whole batch is stored: a batch that failed half way counts nothing, and its retry
     # counts what it finds already stored as duplicates.

@@ -1,6 +1,6 @@
 """The maintenance pass: partitions ahead, expired partitions dropped, new readings rolled up, rollups
 of old data backfilled, devices that stopped reporting alerted and readings whose batch's alert
-evaluation failed judged (common/alerts.py), alert notifications delivered (common/notify.py).
+evaluation failed judged (common/alerts.py), alert notifications delivered to the webhook and SMN (common/notify.py).
 
 In the cloud a FunctionGraph TIMER trigger runs it (``functions/maintenance``); locally the runner
 calls the same handler on a timer. Runs never overlap: each holds a PostgreSQL advisory lock for its
@@ -173,10 +173,9 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
             no_data = _check_no_data(conn, now)
             result["no_data_alerts_opened"], result["no_data_alerts_closed"] = no_data.opened, no_data.closed
             result["alert_readings_caught_up"] = _catch_up(conn)
-            if settings.alert_webhook_url:
-                delivery = notify.deliver(conn, settings.alert_webhook_url)
-                result["notifications_sent"], result["notification_failures"] = delivery.sent, delivery.failed
-                metrics.alert_notifications_failed(delivery.failed)
+            delivery = notify.deliver_all(conn, settings)  # nothing when no destination is set
+            result["notifications_sent"], result["notification_failures"] = delivery.sent, delivery.failed
+            metrics.alert_notifications_failed(delivery.failed)
             return result
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))

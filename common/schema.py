@@ -265,6 +265,29 @@ MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX alert_outbox_undelivered ON alert_outbox (seq) WHERE delivered_at IS NULL;
     """,
+    # 9: a second notification destination, SMN, with delivery state of its own (common/notify.py), so
+    # that a webhook that is down holds back neither SMN nor the reverse. The columns of migration 8
+    # stay the webhook's. Rows already in the outbox are still to be published, like any change a
+    # destination has not received yet.
+    """
+    ALTER TABLE alert_outbox
+        ADD COLUMN smn_delivered_at timestamptz,
+        ADD COLUMN smn_attempts     integer     NOT NULL DEFAULT 0,
+        ADD COLUMN smn_next_try_at  timestamptz NOT NULL DEFAULT now(),
+        ADD COLUMN smn_last_error   text;
+    CREATE INDEX alert_outbox_smn_undelivered ON alert_outbox (seq) WHERE smn_delivered_at IS NULL;
+    """,
+    # 10: series whose alert evaluation failed, from their oldest reading of the batch: the maintenance
+    # pass judges them again (common/alerts.py, catch_up). One row a series: marks merge.
+    """
+    CREATE TABLE alert_retry (
+        device_id   text        NOT NULL,
+        metric_type metric_type NOT NULL,
+        since       timestamptz NOT NULL,
+        marked_at   timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (device_id, metric_type)
+    );
+    """,
 ]
 
 MIGRATION_LOCK = 0x10770001  # any constants shared by every process of this service
@@ -325,6 +348,7 @@ DATA_TABLES = (
     "alert_outbox",
     "alert",
     "alert_state",
+    "alert_retry",
 )
 OWNER_ONLY_TABLES = ("api_token", "schema_version")
 _WRITES = ("SELECT", "INSERT", "UPDATE", "DELETE")

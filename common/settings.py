@@ -9,6 +9,7 @@ In FunctionGraph the same names are set as the function's `user_data`; settings 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import get_type_hints
@@ -66,6 +67,20 @@ def _check_kafka_security(settings: Settings) -> None:
             raise SettingsError(
                 f"{', '.join(given)} set, but KAFKA_SECURITY_PROTOCOL is PLAINTEXT: set it to SASL_SSL"
             )
+
+
+# urn:smn:<region>:<project id>:<topic name>, as SMN prints a topic's URN.
+TOPIC_URN = re.compile(
+    r"urn:smn:(?P<region>[a-z0-9-]+):(?P<project_id>[0-9A-Za-z]{1,64}):(?P<name>[A-Za-z0-9][\w-]{0,254})"
+)
+
+
+def _check_topic_urn(urn: str) -> None:
+    if not TOPIC_URN.fullmatch(urn):
+        raise SettingsError(
+            f"ALERT_SMN_TOPIC_URN must be a topic's URN, urn:smn:<region>:<project id>:<topic name>, not {urn!r}"
+            " (the topic's page in the SMN console shows it; Terraform outputs alert_topic_urn)"
+        )
 
 
 # How a setting's text becomes the type its annotation names.
@@ -150,6 +165,13 @@ class Settings:
     # Where the maintenance pass sends each alert opening and closing (JSON, POST, with an
     # Idempotency-Key): empty sends nothing. Not handled as a secret: put no token in it.
     alert_webhook_url: str = ""
+    # The SMN topic the maintenance pass also publishes each opening and closing to
+    # (urn:smn:<region>:<project id>:<topic>; empty publishes nothing), with the credentials of the
+    # function's agency (common/smn.py). The region and project come from the URN.
+    alert_smn_topic_urn: str = ""
+    # The SMN API's URL, when it is not the region's public endpoint (https://smn.<region>.myhuaweicloud.com
+    # or what the SDK knows for the region): another domain, or a local server in the tests.
+    alert_smn_endpoint: str = ""
     # Local runner only: how often it runs the maintenance pass (in the cloud a TIMER trigger does).
     maintenance_interval_seconds: int = 300
     log_level: str = "INFO"
@@ -162,6 +184,12 @@ class Settings:
             raise SettingsError(f"DB_READ_TIMEOUT_MS must be at least 1, not {self.db_read_timeout_ms}")
         if self.raw_retention_days < 1:
             raise SettingsError(f"RAW_RETENTION_DAYS must be at least 1, not {self.raw_retention_days}")
+        if self.alert_smn_topic_urn:
+            _check_topic_urn(self.alert_smn_topic_urn)
+        if self.alert_smn_endpoint and not self.alert_smn_endpoint.startswith(("https://", "http://")):
+            raise SettingsError(
+                f"ALERT_SMN_ENDPOINT must be a URL (https://smn.<region>.<domain>), not {self.alert_smn_endpoint!r}"
+            )
         if self.rollup_retention_days < 0:
             raise SettingsError(
                 f"ROLLUP_RETENTION_DAYS must be 0 (keep) or more, not {self.rollup_retention_days}"
@@ -234,6 +262,7 @@ _KAFKA = (
 )
 _AUTH = ("AUTH_ENABLED", "AUTH_CACHE_SECONDS", "AUTH_CONTEXT_SECRET")
 _RETENTION = ("RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS")
+_ALERT_NOTIFICATIONS = ("ALERT_WEBHOOK_URL", "ALERT_SMN_TOPIC_URN", "ALERT_SMN_ENDPOINT")
 FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
     # queues readings (refusing those older than the raw retention); reads its credential's scope
     "ingest": frozenset((*_KAFKA, *_DB_READER, *_AUTH, "RAW_RETENTION_DAYS", "LOG_LEVEL")),
@@ -241,8 +270,11 @@ FUNCTION_SETTINGS: dict[str, frozenset[str]] = {
     "authorizer": frozenset((*_DB_READER, *_AUTH, "LOG_LEVEL")),
     # stores batches in PostgreSQL (creating a missing partition), then Redis; migrates the schema
     "consumer": frozenset((*_DB_OWNER, *_REDIS, *_RETENTION, "LOG_LEVEL")),
-    # on a timer: partitions ahead, expired ones dropped, rollups backfilled; migrates the schema
-    "maintenance": frozenset((*_DB_OWNER, *_RETENTION, "ALERT_WEBHOOK_URL", "LOG_LEVEL")),
+    # on a timer: partitions ahead, expired ones dropped, rollups backfilled, no-data alerts judged, alert
+    # notifications sent (webhook, SMN); migrates the schema
+    "maintenance": frozenset(
+        (*_DB_OWNER, *_RETENTION, *_ALERT_NOTIFICATIONS, "LOG_LEVEL"),
+    ),
     # reads Redis and PostgreSQL as the reader; /ready asks Kafka, /api/pipeline its consumer group's
     # lag; delete-all (demo mode, admin) writes
     "query": frozenset(

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 CONFIG = "config.js"
-PAGES = ("index.html", "device.html")
+# The pages (served at the site's root, each with the Content-Security-Policy meta to widen); every
+# other file is an asset under /static/.
+PAGES = ("index.html", "device.html", "alerts.html")
 # The longest file name Linux file systems (and OBS keys' last part, in practice) hold.
 MAX_NAME_LENGTH = 255
 
@@ -202,6 +204,10 @@ class StaticSite:
     def device_page(self, request: ApigRequest, **_: str) -> Response:
         """The device page for ``/device/{device_id}`` and ``/device.html?id=``; it reads the id itself."""
         return self.file("device.html", cache_seconds=0)
+
+    def alerts_page(self, request: ApigRequest, **_: str) -> Response:
+        """The alert rules and closed alerts for ``/alerts.html`` (the same name on an OBS website)."""
+        return self.file("alerts.html", cache_seconds=0)
 
     def asset(self, request: ApigRequest, name: str) -> Response:
         # config.js is the file operators edit: a change takes effect on the next page load.

@@ -40,7 +40,6 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
     device_id text, metric_type text, value float8, timestamp timestamptz
 ) ON COMMIT DELETE ROWS
 """
-_INCOMING_ROWS = "SELECT device_id, metric_type, value, timestamp FROM incoming"
 _COPY_INCOMING = "COPY incoming (device_id, metric_type, value, timestamp) FROM STDIN (FORMAT BINARY)"
 
 # A batch is nearly always new readings: Kafka redelivers only after a failure or a rebalance. So
@@ -419,8 +418,6 @@ class StoreResult:
     stored: int  # new rows in the readings table
     duplicates: int  # readings that were already stored
     latest_moved: int  # latest values that moved forward
-    # The readings that became rows: what alerts judge, so a redelivered reading is never judged twice.
-    inserted: Sequence[Reading] = ()
 
 
 class TokenRecord(NamedTuple):
@@ -642,15 +639,7 @@ class ReadingStore:
             since = "" if self._rollups_complete else self._since_horizon(conn)
             params = {"shard": random.randrange(COUNT_SHARDS), "smoke": SMOKE_DEVICE_ID}
             stored, moved = conn.execute(store_statement(since), params).fetchone()
-            inserted = (
-                readings
-                if not skip_stored
-                else [
-                    Reading(device, metric, value, moment.astimezone(schema.UTC))
-                    for device, metric, value, moment in conn.execute(_INCOMING_ROWS)
-                ]
-            )
-            return StoreResult(stored, len(readings) - stored, moved, inserted)
+            return StoreResult(stored, len(readings) - stored, moved)
 
         def store(conn: psycopg.Connection) -> StoreResult:
             skip_stored = False

@@ -289,6 +289,33 @@ class Bench:
         if self.wait_stored(self.prefix, len(readings), timeout=60) < len(readings):
             raise RuntimeError("the consumer did not store the warm-up readings within 60s")
 
+    def define_rules(self, count: int) -> None:
+        """``count`` alert rules, as an operator might define them over the 1,000 devices: every tenth
+        for one metric of every device, four in ten for a hundred devices each (a prefix), the rest for
+        one device; thresholds that the uniform values (0..100) breach now and then, with hysteresis,
+        some needing a breach of 10 or 20 seconds. Each batch is judged against all of them."""
+        rows = []
+        for n in range(count):
+            kind = n % 10
+            if kind == 0:
+                device = "*"
+            elif kind < 5:
+                device = f"{self.prefix}-0{kind}*"
+            else:
+                device = f"{self.prefix}-{n % 1000:04d}"
+            rows.append((f"bench rule {n}", device, METRICS[n % len(METRICS)], 99.0, 90.0, (n % 3) * 10.0))
+        with self.connect() as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO alert_rule (name, kind, device_glob, metric_type, condition, threshold,"
+                " clear_threshold, for_seconds) VALUES (%s, 'threshold', %s, %s, '>', %s, %s, %s)",
+                rows,
+            )
+        print(f"# {count} alert rules defined", file=sys.stderr)
+
+    def alerts_opened(self) -> int:
+        with self.connect() as conn:
+            return conn.execute("SELECT count(*) FROM alert").fetchone()[0]
+
     def pids(self, prefix: str) -> list[int]:
         return [process.pid for name, process in self.stack.children if name.startswith(prefix)]
 
@@ -880,6 +907,9 @@ def main() -> None:
         help=f"comma-separated parts to run after the bulk ingest (which always runs): {', '.join(PARTS)}",
     )
     parser.add_argument(
+        "--rules", type=int, default=0, help="alert rules to define before anything is measured (default 0)"
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         help="run the bulk ingest this many times and report the median too (default 3; quick 1)",
@@ -895,6 +925,8 @@ def main() -> None:
     failed = True
     try:
         bench.start()
+        if args.rules:
+            bench.define_rules(args.rules)
         if args.soak:
             bench.soak(args.soak, threads=6)
             mode = f"soak {args.soak:.0f}s"
@@ -925,6 +957,9 @@ def main() -> None:
             if "handler" in only:
                 bench.handler_cpu(300 if args.quick else 1000)
             mode = ("quick" if args.quick else "full") + (f" (only {args.only})" if args.only else "")
+            if args.rules:
+                mode += f" with {args.rules} alert rules"
+                print(f"# alerts opened during the run: {bench.alerts_opened()}", file=sys.stderr)
         failed = False
     finally:
         bench.stop(keep_data=failed)

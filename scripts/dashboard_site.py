@@ -7,6 +7,7 @@ The object keys mirror the dashboard function's routes, so the same files work i
 
     index.html      the overview (the website's index document, served for "/")
     device.html     the device page, opened as /device.html?id=<device id>
+    alerts.html     the alert rules and closed alerts
     static/<name>   every other file of functions/dashboard/static/ (the pages load /static/<name>)
 
 With --api-base, the copy of config.js points at that API (e.g. the APIG group's URL), and the pages'
@@ -32,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as `python scripts/dashboard_site.py`: comm
 from common.static_site import InvalidApiBase, api_origin, with_api_origin  # noqa: E402
 
 STATIC = ROOT / "functions" / "dashboard" / "static"
-PAGES = ("index.html", "device.html")
+PAGES = ("index.html", "device.html", "alerts.html")
 CONFIG = "config.js"
 _API_BASE = re.compile(r'(^\s*apiBase\s*:\s*)"[^"\n]*"', re.MULTILINE)
 

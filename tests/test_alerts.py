@@ -430,3 +430,43 @@ def test_a_late_breach_that_ended_long_ago_is_recorded_opened_and_closed(runtime
     alerts.evaluate(runtime, late)  # and judged again by hand: the replay finds what is recorded
     assert alerts_of(device) == [alert]
     assert len(outbox(runtime, alert["id"])) == 2
+
+
+def states(runtime: Runtime, device: str) -> list[tuple]:
+    with psycopg.connect(conninfo(runtime.settings)) as conn:
+        return conn.execute(
+            "SELECT breach_start, judged_at FROM alert_state WHERE device_id = %s", (device,)
+        ).fetchall()
+
+
+def test_only_series_with_a_breach_running_or_an_alert_open_keep_state(runtime, start):
+    device = unique("quiet")
+    rule(runtime, device=device, metric_type="power", condition=">", threshold=10, for_seconds=30)
+    consume(runtime, [Reading(device, "power", 1.0, at(start, s)) for s in range(5)])
+    assert states(runtime, device) == []  # nothing to remember about a quiet series
+    consume(runtime, [Reading(device, "power", 20.0, at(start, 10))])
+    assert states(runtime, device) == [(at(start, 10), at(start, 10))]  # a breach running
+    consume(runtime, [Reading(device, "power", 20.0, at(start, 40))])
+    assert [a["state"] for a in alerts_of(device)] == ["open"]
+    consume(runtime, [Reading(device, "power", 2.0, at(start, 50))])
+    assert [a["state"] for a in alerts_of(device)] == ["closed"]
+    assert states(runtime, device) == []
+    # Quiet again, a late breaching reading is still judged by its time: 10..40 already made the alert.
+    consume(runtime, [Reading(device, "power", 30.0, at(start, 20))])
+    assert len(alerts_of(device)) == 1
+
+
+def test_a_batch_stored_but_never_judged_is_judged_when_it_is_delivered_again(runtime, start, monkeypatch):
+    device = unique("crash")
+    rule(runtime, device=device, metric_type="power", condition=">", threshold=10)
+    batch = [Reading(device, "power", 50.0, at(start, 0)), Reading(device, "power", 60.0, at(start, 1))]
+    with monkeypatch.context() as patched:
+        # The consumer stops between the commit and the judging: the trigger delivers the batch again.
+        patched.setattr(alerts, "evaluate", lambda runtime, readings: alerts.Changes())
+        assert consume(runtime, batch)["stored"] == 2
+    assert alerts_of(device) == []
+    assert consume(runtime, batch)["duplicates"] == 2
+    (alert,) = alerts_of(device)
+    assert alert["opened_at"] == at(start, 0).isoformat()
+    consume(runtime, batch)  # and once more: still the one alert
+    assert len(alerts_of(device)) == 1

@@ -32,7 +32,7 @@ from local.context import LocalContext
 from .conftest import ROOT
 
 STATIC = ROOT / "functions" / "dashboard" / "static"
-PAGES = ("index.html", "device.html")
+PAGES = ("index.html", "device.html", "alerts.html")
 HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy")
 
 dashboard = load_function("dashboard")
@@ -155,6 +155,7 @@ def test_the_scripts_need_no_unsafe_inline_or_eval():
     [
         ("/", {}, "text/html"),
         ("/device.html", {}, "text/html"),
+        ("/alerts.html", {}, "text/html"),
         ("/device/sensor-1", {"device_id": "sensor-1"}, "text/html"),
         ("/static/app.js", {"name": "app.js"}, "javascript"),
         ("/static/style.css", {"name": "style.css"}, "text/css"),

@@ -68,7 +68,7 @@ def test_the_maintenance_function_is_deployed_like_the_others_with_its_own_setti
     assert FUNCTION_SETTINGS["maintenance"] >= {"RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS", "DB_PASSWORD"}
     assert not {name for name in FUNCTION_SETTINGS["maintenance"] if name.startswith(("KAFKA_", "REDIS_"))}
     assert tf.locals["function_settings"]["maintenance"] == (
-        '${concat(local.db_owner_settings, local.retention_settings, ["ALERT_WEBHOOK_URL", "LOG_LEVEL"])}'
+        '${concat(local.db_owner_settings, local.retention_settings, local.alert_settings, ["LOG_LEVEL"])}'
     )
 
 

@@ -1,6 +1,7 @@
-"""Maintenance function, on a TIMER trigger: partitions ahead, expired ones dropped, rollups backfilled."""
+"""Maintenance function, on a TIMER trigger: partitions ahead, expired ones dropped, rollups built,
+no-data alerts judged, missed alert evaluations caught up, alert notifications delivered."""
 
-from common import maintenance, runtime
+from common import maintenance, runtime, smn
 
 
 def initializer(context):
@@ -8,4 +9,6 @@ def initializer(context):
 
 
 def handler(event, context):
+    # The agency's temporary keys expire: each pass publishes to SMN with this invocation's.
+    smn.use_context(context)
     return maintenance.run(runtime.current())

@@ -1,5 +1,5 @@
 # Cloud Eye alarms on what breaks the service, all sent to one SMN topic (emailed to var.alarm_emails).
-# Other parts of the service publish their own alerts to the same topic: output alarm_topic_urn.
+# Device alerts (a device is too hot, silent) have a topic of their own: alerts.tf.
 # Thresholds, periods and consecutive counts are var.alarm_rules; what each alarm watches is below.
 #
 # Metric names and dimensions, from the Cloud Eye metric pages of each service:

@@ -19,6 +19,7 @@
 locals {
   routes = [
     { function = "dashboard", method = "GET", path = "/", public = true },
+    { function = "dashboard", method = "GET", path = "/alerts.html", public = true },
     { function = "dashboard", method = "GET", path = "/device.html", public = true },
     { function = "dashboard", method = "GET", path = "/device/{device_id}", public = true },
     { function = "dashboard", method = "GET", path = "/static/{name}", public = true },

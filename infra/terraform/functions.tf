@@ -63,7 +63,11 @@ resource "huaweicloud_fgs_function" "fn" {
   func_code     = filebase64("${local.dist_dir}/${each.key}.zip")
   depend_list   = [huaweicloud_fgs_dependency_version.common.version_id]
 
-  agency     = local.agency
+  agency = local.agency
+  # What the code's own calls act as (the credentials in its context): only the maintenance function
+  # calls a cloud API, SMN, through an execution agency that may do nothing else (iam.tf). The others
+  # keep the platform's default, which is the agency above.
+  app_agency = each.key == "maintenance" ? local.maintenance_execution_agency : null
   vpc_id     = huaweicloud_vpc.main.id
   network_id = huaweicloud_vpc_subnet.app.id
 

@@ -8,9 +8,18 @@
 #     bucket, under local.failure_prefix and nowhere else.
 #
 # Not here, on purpose: function logs (FunctionGraph ships them to LTS itself; its agency page lists
-# no LTS permission), and anything for the function code, which calls no cloud API. FunctionGraph
-# also hands the agency's temporary credentials to the code through the context (there is no
-# separate execution agency), so whatever is granted here is what a compromised function could do.
+# no LTS permission). FunctionGraph hands the code, through the context, the temporary credentials of
+# the function's *execution* agency (`app_agency`), which is this configuration agency unless another
+# is set [exec], so whatever is granted here is what a compromised function could do.
+#
+# The one cloud API the code calls is SMN's publish, from the maintenance function (alert
+# notifications, alerts.tf). That function alone gets an execution agency of its own holding only
+# smn:topic:publish [smn], so no other function's code can publish, and the maintenance code gets none
+# of the rights above (also while SMN is off: publishing is the least it could be given). SMN's role-based (XA) policies have no resource-level scope [smn], so the right
+# covers the region's topics, not just the alert topic; scoping to one topic exists only in IAM's newer
+# identity policies, which attach to a different kind of agency. With fgs_agency_name set, Terraform
+# creates no IAM resource: grant smn:topic:publish to that agency yourself, or set alert_smn_topic =
+# "none".
 #
 # Sources (Huawei Cloud documentation):
 #   [agency]  FunctionGraph, "Configuring Agency Permissions", table "Common actions": the
@@ -28,6 +37,13 @@
 #             https://support.huaweicloud.com/intl/id-id/productdesc-obs/obs_03_0045.html
 #   [obs-urn] OBS resource paths: obs:*:*:bucket:<bucket> and obs:*:*:object:<bucket>/<key>.
 #             https://support.huaweicloud.com/intl/en-us/usermanual-obs/obs_03_0154.html
+#   [exec]    FunctionGraph, "Creating a Function": an agency for function execution can be set apart
+#             from the one for configuration. https://support.huaweicloud.com/intl/id-id/ally-visitor-1-usermanual-functiongraph/functiongraph_01_0153_0.html
+#             The provider: `app_agency`, "the function execution agency (app_agency) and the function
+#             configuration agency (agency) can be independently set" (docs/resources/fgs_function.md).
+#   [smn]     SMN API reference, "Permissions Policies and Supported Actions": publishing a message is
+#             smn:topic:publish; the policy-based table lists no resource types.
+#             https://support.huaweicloud.com/intl/en-us/api-smn/smn_api_80014.html
 #   [logs]    FunctionGraph sends function logs to LTS without any configuration.
 #             https://support.huaweicloud.com/intl/en-us/usermanual-functiongraph/functiongraph_01_1834.html
 #
@@ -127,4 +143,45 @@ resource "huaweicloud_identity_agency" "functions" {
 
   # OBS is a global service [obs]: Huawei grants its permissions in the global project, not per region.
   domain_roles = [huaweicloud_identity_role.functions_obs[0].name]
+}
+
+# ---------------------------------------------------------------- the maintenance function's execution agency
+
+locals {
+  # null with fgs_agency_name: the platform's default, that agency
+  maintenance_execution_agency = local.create_agency ? huaweicloud_identity_agency.maintenance_execution[0].name : null
+
+  # Region-level (XA) policy: publishing alert notifications [smn], nothing else.
+  alerts_publish_policy = {
+    Version = "1.1"
+    Statement = [
+      {
+        Effect = "Allow"
+        Action = ["smn:topic:publish"]
+      },
+    ]
+  }
+}
+
+resource "huaweicloud_identity_role" "alerts_publish" {
+  count = local.create_agency ? 1 : 0
+
+  name        = "${var.name_prefix}-functiongraph-alerts-publish"
+  description = "FunctionGraph for ${var.name_prefix}: the maintenance function publishes alert notifications to SMN"
+  type        = "XA"
+  policy      = jsonencode(local.alerts_publish_policy)
+}
+
+resource "huaweicloud_identity_agency" "maintenance_execution" {
+  count = local.create_agency ? 1 : 0
+
+  name                   = "${var.name_prefix}-maintenance-exec"
+  description            = "FunctionGraph: what the maintenance function's code may do (publish alert notifications to SMN)"
+  delegated_service_name = "op_svc_cff"
+
+  # SMN is regional: granted in the deployment region's project only.
+  project_role {
+    project = var.region
+    roles   = [huaweicloud_identity_role.alerts_publish[0].name]
+  }
 }

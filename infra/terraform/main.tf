@@ -42,6 +42,9 @@ locals {
     KAFKA_CONSUMER_GROUP = var.kafka_consumer_group
     # Where the maintenance function POSTs alert openings and closings (empty: nowhere).
     ALERT_WEBHOOK_URL = var.alert_webhook_url
+    # The SMN topic it also publishes them to (alerts.tf; empty: none), and SMN's API when not the region's.
+    ALERT_SMN_TOPIC_URN = local.alert_topic_urn
+    ALERT_SMN_ENDPOINT  = var.alert_smn_endpoint
 
     RAW_RETENTION_DAYS    = tostring(var.raw_retention_days)
     ROLLUP_RETENTION_DAYS = tostring(var.rollup_retention_days)
@@ -77,11 +80,12 @@ locals {
   ]
   auth_settings      = ["AUTH_ENABLED", "AUTH_CACHE_SECONDS", "AUTH_CONTEXT_SECRET"]
   retention_settings = ["RAW_RETENTION_DAYS", "ROLLUP_RETENTION_DAYS"]
+  alert_settings     = ["ALERT_WEBHOOK_URL", "ALERT_SMN_TOPIC_URN", "ALERT_SMN_ENDPOINT"]
   function_settings = {
     ingest      = concat(local.kafka_settings_used, local.db_reader_settings, local.auth_settings, ["RAW_RETENTION_DAYS", "LOG_LEVEL"])
     authorizer  = concat(local.db_reader_settings, local.auth_settings, ["LOG_LEVEL"])
     consumer    = concat(local.db_owner_settings, local.redis_settings, local.retention_settings, ["LOG_LEVEL"])
-    maintenance = concat(local.db_owner_settings, local.retention_settings, ["ALERT_WEBHOOK_URL", "LOG_LEVEL"])
+    maintenance = concat(local.db_owner_settings, local.retention_settings, local.alert_settings, ["LOG_LEVEL"])
     query       = concat(local.db_reader_settings, local.db_writer_settings, local.redis_settings, local.kafka_settings_used, local.auth_settings, ["KAFKA_CONSUMER_GROUP", "CORS_ORIGINS", "DEMO_MODE", "LOG_LEVEL"])
     dashboard   = []
   }

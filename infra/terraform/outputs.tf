@@ -19,8 +19,18 @@ output "api_dns_record" {
 }
 
 output "alarm_topic_urn" {
-  description = "URN of the SMN topic the Cloud Eye alarms notify; publish other alerts of the service to it."
+  description = "URN of the SMN topic the Cloud Eye alarms notify (device alerts have their own: alert_topic_urn)."
   value       = huaweicloud_smn_topic.alarms.topic_urn
+}
+
+output "alert_topic_urn" {
+  description = "URN of the SMN topic device alerts are published to (ALERT_SMN_TOPIC_URN); null when alert_smn_topic is \"none\"."
+  value       = local.alerts_to_smn ? local.alert_topic_urn : null
+}
+
+output "nat_public_ip" {
+  description = "The fixed public address the functions reach the internet from (null without enable_nat_gateway): what an alert webhook's receiver may allow."
+  value       = var.enable_nat_gateway ? huaweicloud_vpc_eip.nat[0].address : null
 }
 
 output "dashboard_url" {

@@ -30,7 +30,7 @@ locals {
 
   static_dir   = abspath("${path.module}/../../functions/dashboard/static")
   static_files = setsubtract(fileset(local.static_dir, "**"), ["config.js"])
-  site_pages   = fileset(local.static_dir, "*.html") # also at the site root: /, /device.html
+  site_pages   = fileset(local.static_dir, "*.html") # also at the site root: /, /device.html, /alerts.html
   content_types = {
     css  = "text/css; charset=utf-8"
     html = "text/html; charset=utf-8"

@@ -403,13 +403,94 @@ variable "rollup_retention_days" {
 }
 
 variable "alert_webhook_url" {
-  description = "ALERT_WEBHOOK_URL: where the maintenance function POSTs each alert opening and closing (JSON, Idempotency-Key: the event id); empty sends nothing. Plain user data, not a secret: put no token in it. The functions run in the VPC: a receiver on the internet needs a NAT gateway for the VPC, which this stack does not create."
+  description = "ALERT_WEBHOOK_URL: where the maintenance function POSTs each alert opening and closing (JSON, Idempotency-Key: the event id); empty sends nothing. Plain user data, not a secret: put no token in it. The functions run in the VPC: a receiver on the internet needs enable_nat_gateway = true."
   type        = string
   default     = ""
 
   validation {
     condition     = var.alert_webhook_url == "" || can(regex("^https?://", var.alert_webhook_url))
     error_message = "alert_webhook_url must be empty or an http(s):// URL."
+  }
+}
+
+variable "alert_smn_topic" {
+  description = "The SMN topic the maintenance function publishes each alert opening and closing to (ALERT_SMN_TOPIC_URN): \"create\" makes one (<name_prefix>-device-alerts), an existing topic's URN (urn:smn:<region>:<project id>:<name>, in this region) uses that one, \"none\" publishes nothing."
+  type        = string
+  default     = "create"
+
+  validation {
+    condition     = contains(["create", "none"], var.alert_smn_topic) || can(regex("^urn:smn:[a-z0-9-]+:[0-9A-Za-z]{1,64}:[A-Za-z0-9][A-Za-z0-9_-]{0,254}$", var.alert_smn_topic))
+    error_message = "alert_smn_topic must be \"create\", \"none\" or a topic URN such as urn:smn:ap-southeast-1:<project id>:iot-alerts."
+  }
+}
+
+variable "alert_subscriptions" {
+  description = "Subscriptions to the alert topic: email addresses and HTTPS endpoints, each confirmed once (SMN mails a link, or posts a confirmation request to the endpoint). Ignored when alert_smn_topic is \"none\"."
+  type = list(object({
+    protocol = string
+    endpoint = string
+  }))
+  default = []
+
+  validation {
+    condition = alltrue([
+      for s in var.alert_subscriptions :
+      (s.protocol == "email" && can(regex("^[^@\\s]+@[^@\\s]+\\.[A-Za-z]{2,}$", s.endpoint))) ||
+      (s.protocol == "https" && can(regex("^https://[^\\s]+$", s.endpoint)))
+    ]) && length(distinct([for s in var.alert_subscriptions : "${s.protocol}:${s.endpoint}"])) == length(var.alert_subscriptions)
+    error_message = "alert_subscriptions must be distinct {protocol = \"email\", endpoint = \"ops@example.com\"} or {protocol = \"https\", endpoint = \"https://...\"} entries."
+  }
+}
+
+variable "alert_smn_endpoint" {
+  description = "ALERT_SMN_ENDPOINT: the SMN API's URL when it is not the region's (https://smn.<region>.myhuaweicloud.com, or what the SDK lists for the region). Empty for almost every deployment."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_smn_endpoint == "" || can(regex("^https://[^\\s/]+/?$", var.alert_smn_endpoint))
+    error_message = "alert_smn_endpoint must be empty or an https:// URL without a path."
+  }
+}
+
+# ---------------------------------------------------------------- NAT gateway (internet access for the functions)
+
+variable "enable_nat_gateway" {
+  description = "Create a public NAT gateway with an EIP and an SNAT rule for the functions' subnet, so that functions in the VPC reach the internet (an alert webhook there) from one fixed address (output nat_public_ip). Off: the functions reach the VPC only. The gateway and the EIP are billed while they exist."
+  type        = bool
+  default     = false
+}
+
+variable "nat_gateway_spec" {
+  description = "Size of the NAT gateway: \"1\" small (up to 10,000 SNAT connections), \"2\" medium (50,000), \"3\" large (200,000), \"4\" extra-large (1,000,000)."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = contains(["1", "2", "3", "4"], var.nat_gateway_spec)
+    error_message = "nat_gateway_spec must be \"1\", \"2\", \"3\" or \"4\"."
+  }
+}
+
+variable "nat_eip_type" {
+  description = "Line type of the NAT gateway's EIP: 5_bgp (dynamic BGP) in most regions; some offer 5_sbgp (static BGP) only."
+  type        = string
+  default     = "5_bgp"
+
+  validation {
+    condition     = can(regex("^5_[a-z]+$", var.nat_eip_type))
+    error_message = "nat_eip_type must be an EIP type such as 5_bgp or 5_sbgp."
+  }
+}
+
+variable "nat_bandwidth_mbit" {
+  description = "Bandwidth of the NAT gateway's EIP, Mbit/s (1-300), billed by traffic: notifications need little."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.nat_bandwidth_mbit >= 1 && var.nat_bandwidth_mbit <= 300 && floor(var.nat_bandwidth_mbit) == var.nat_bandwidth_mbit
+    error_message = "nat_bandwidth_mbit must be a whole number from 1 to 300."
   }
 }
 

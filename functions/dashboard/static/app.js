@@ -1,5 +1,5 @@
 // IoT dashboard, shared part: configuration, the API client, formatting, the refresh loop and the
-// connection indicator. overview.js and device.js build the two pages on top of it. No framework and
+// connection indicator. overview.js, device.js and alerts.js build the pages on top of it. No framework and
 // no build step: the files are served as they are, by the dashboard function or from an OBS bucket.
 (function () {
   "use strict";
@@ -369,18 +369,27 @@
     });
   }
 
-  // One request: GET with an Accept header and, once the reader has signed in, the key. Without a key
-  // the request is a "simple" CORS request (no preflight); with one, a page on another origin (an OBS
-  // website calling APIG) makes the browser ask first with OPTIONS, which the API answers.
-  async function fetchOnce(url, accept, key, signal) {
+  // One request: a GET with an Accept header (or ``write``: { method, body }, a JSON body) and, once the
+  // reader has signed in, the key. A GET without a key is a "simple" CORS request (no preflight); with
+  // one, or for a write, a page on another origin (an OBS website calling APIG) makes the browser ask
+  // first with OPTIONS, which the API answers.
+  async function fetchOnce(url, accept, key, signal, write) {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(), 15000);
     const cancel = () => controller.abort();
     if (signal) signal.addEventListener("abort", cancel);
     const headers = { Accept: accept };
     if (key != null) headers.Authorization = "Bearer " + key;
+    const init = { headers, cache: "no-store", signal: controller.signal };
+    if (write) {
+      init.method = write.method;
+      if (write.body != null) {
+        init.body = write.body;
+        headers["Content-Type"] = "application/json";
+      }
+    }
     try {
-      return await fetch(url, { headers, cache: "no-store", signal: controller.signal });
+      return await fetch(url, init);
     } catch (error) {
       if (signal && signal.aborted) throw new ApiError("cancelled", 0);
       throw new ApiError(
@@ -395,11 +404,11 @@
 
   // ``target`` is an API path or, for a link the API gave, an absolute URL. A 401 asks for a key (see
   // above) and sends the request again with it; every other answer goes to the caller.
-  async function fetchApi(target, accept, signal) {
+  async function fetchApi(target, accept, signal, write) {
     const url = /^https?:/.test(target) ? target : apiUrl(target);
     for (;;) {
       const key = storedKey();
-      const response = await fetchOnce(url, accept, key, signal);
+      const response = await fetchOnce(url, accept, key, signal, write);
       if (response.status !== 401) {
         if (key != null) showSignOut();
         return response;
@@ -433,6 +442,20 @@
       throw new ApiError("the answer is not JSON; is apiBase in config.js the API's URL?", response.status);
     }
     return body;
+  }
+
+  // A change: ``method`` (POST, DELETE) with ``body`` (if any) as JSON; the answer's JSON, or an
+  // ApiError with the API's message (a 403 says the key may not make this change: the callers say which
+  // key may). Sent again after a 401 like every request: a write the API refused changed nothing.
+  async function sendJson(method, path, body) {
+    const write = { method, body: body === undefined ? null : JSON.stringify(body) };
+    const response = await fetchApi(path, "application/json", null, write);
+    if (!response.ok) throw await failure(response);
+    try {
+      return await response.json();
+    } catch (_) {
+      return {};
+    }
   }
 
   // One page of CSV: its text and the absolute URL of the next page (from the Link header), if any.
@@ -613,6 +636,7 @@
     setText,
     element,
     getJson,
+    sendJson,
     getCsvPage,
     nextLink,
     timeZone,

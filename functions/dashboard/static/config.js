@@ -6,7 +6,7 @@
 // Every other key is optional; app.js has the defaults shown here.
 window.IOT_CONFIG = {
   apiBase: "",
-  refreshSeconds: 5, // how often both pages refresh in place
+  refreshSeconds: 5, // how often the pages refresh in place
   staleAfterSeconds: 300, // silent longer than this: marked "Stale"
   offlineAfterSeconds: 3600, // silent longer than this: marked "Offline"
   readingsPerPage: 100, // rows per page of the device page's readings table (the API's maximum is 1000)

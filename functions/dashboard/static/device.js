@@ -37,6 +37,9 @@
   const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]; // uPlot's names
   const AXIS_FONT = "12px -apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Arial, 'Liberation Sans', sans-serif";
   const LABEL_GAP = 12; // px, at least, between two neighbouring time labels
+  // An open alert on a chart: the shade over the time it has been open, and the line where it opened.
+  const ALERT_SHADE = "rgba(220, 38, 38, 0.09)";
+  const ALERT_LINE = "#dc2626";
 
   // The least distance between two x-axis ticks: half the widest label (the first tick's date carries
   // the year, "28 May 2026") plus half the widest label next to it ("28 May", "00:00:00") plus a gap.
@@ -102,6 +105,7 @@
   // look (the browser tests compare the chart with the API's answer to the same request).
   D.charts = {};
   D.chartSources = {};
+  D.chartAlerts = {}; // metric -> when (epoch s) its oldest open alert opened, while it has one
 
   D.device = function device(deviceId) {
     const loading = document.getElementById("loading");
@@ -143,6 +147,7 @@
     const latestCards = {}; // metric -> the latest-value card's parts
     const chips = {}; // metric -> the filter chip
     let latest = null;
+    let openAlerts = []; // this device's open alerts, newest first
     let refreshes = 0;
     let poller = null;
     let rangeEdited = false; // the reader is typing a custom range: leave the inputs alone
@@ -337,6 +342,10 @@
 
     // ---- loading ------------------------------------------------------------------------------------
     async function load() {
+      const alerting = D.fetchOpenAlerts(deviceId).then(
+        (value) => ({ status: "fulfilled", value }),
+        (reason) => ({ status: "rejected", reason }),
+      );
       try {
         latest = await D.getJson(base + "/latest");
       } catch (error) {
@@ -345,8 +354,11 @@
         for (const metric of Object.keys(series)) delete series[metric];
         if (error.status === 403) showForbidden();
         else showNotFound();
+        await alerting;
+        document.getElementById("device-alerts").hidden = true;
         return;
       }
+      showAlerts(await alerting);
       refreshes += 1;
       const full = refreshes % FULL_RELOAD_EVERY === 1;
       const metrics = metricsOf(latest);
@@ -377,6 +389,36 @@
 
     function refreshNow() {
       if (poller) poller.now();
+    }
+
+    // ---- open alerts: a banner above the data, and the alerting metrics' charts marked ---------------
+    const alertRows = D.alertTable(document.querySelector("#device-alerts tbody"), { onChange: refreshNow });
+
+    // ``settled``: the outcome of D.fetchOpenAlerts(deviceId). An API without alerts (404) or one that
+    // does not answer leaves the banner as it was: the device's data matter more than the alerts.
+    function showAlerts(settled) {
+      if (settled.status === "rejected") {
+        if (settled.reason && settled.reason.status === 404) openAlerts = [];
+        else if (!(settled.reason instanceof D.ApiError)) console.error(settled.reason);
+      } else {
+        openAlerts = settled.value.alerts;
+      }
+      const banner = document.getElementById("device-alerts");
+      banner.hidden = openAlerts.length === 0;
+      D.setText(
+        document.getElementById("device-alerts-title"),
+        openAlerts.length === 1 ? "1 open alert on this device" : D.formatNumber(openAlerts.length) + " open alerts on this device",
+      );
+      alertRows.render(openAlerts);
+    }
+
+    // The open threshold alerts of ``metric``: { from (epoch s, the earliest opening), names }, or null.
+    // A no-data alert is about the whole device: the banner says it, no chart is marked.
+    function alertMark(metric) {
+      const mine = openAlerts.filter((alert) => alert.metric_type === metric && D.parseTime(alert.opened_at) != null);
+      if (!mine.length) return null;
+      const from = Math.min(...mine.map((alert) => D.parseTime(alert.opened_at))) / 1000;
+      return { from, names: Array.from(new Set(mine.map((alert) => alert.rule_name))) };
     }
 
     // In place of the device's data: why there is none, and where to go.
@@ -453,6 +495,7 @@
         D.setText(card.value, D.formatValue(reading.value, metric));
         card.value.dataset.value = String(reading.value);
         D.setSince(card.since, D.parseTime(reading.timestamp));
+        card.root.classList.toggle("alerting", alertMark(metric) != null);
       });
       for (const metric of Object.keys(latestCards)) {
         if (!metrics.includes(metric)) {
@@ -527,11 +570,13 @@
         counts: [],
         summaryText: "",
         chart: null,
+        alert: null, // { from, names } while the metric has open alerts
+        alertBadge: D.element("span", { class: "alert-badge", hidden: true }),
       };
       card.root.style.setProperty("--metric-color", info.color);
       const title = D.element("h2", {}, D.element("span", { class: "dot", "aria-hidden": "true" }), info.label);
       if (info.unit) title.append(D.element("span", { class: "unit", text: info.unit }));
-      title.append(card.interval);
+      title.append(card.interval, card.alertBadge);
       card.root.append(D.element("div", { class: "panel-head" }, title, card.summary), card.box);
       card.box.append(card.empty);
       return card;
@@ -586,6 +631,7 @@
         bands: [{ series: [3, 2], fill: info.color + "2e" }],
         axes: [{ ...axis, values: TIME_TICKS, space: xTickSpace() }, { ...axis, size: 64, values: (u, splits) => splits.map((v) => D.axisFormat.format(v)) }],
         hooks: {
+          draw: [(u) => drawAlert(u, card)],
           // Hovering a chart shows the bucket under the cursor in place of the window's summary.
           setCursor: [
             (u) => {
@@ -634,6 +680,7 @@
         const known = series[metric];
         if (card.root.hidden || !known) return;
 
+        markAlert(metric, card, alertMark(metric));
         const data = chartData(known, card);
         // The first bucket may begin before the window does: the axis starts with it, so it is drawn.
         card.view = { from: Math.min(known.from, data[0].length ? data[0][0] : known.from), to: known.to };
@@ -657,8 +704,46 @@
           delete cards[metric];
           delete D.charts[metric];
           delete D.chartSources[metric];
+          delete D.chartAlerts[metric];
         }
       }
+    }
+
+    // The card of an alerting metric: its title says which rule and since when, and the chart shades
+    // the window from the alert's opening on (drawn by the chart's draw hook, see newChart).
+    function markAlert(metric, card, mark) {
+      card.alert = mark;
+      card.root.classList.toggle("alerting", mark != null);
+      card.alertBadge.hidden = mark == null;
+      if (mark) {
+        D.chartAlerts[metric] = mark.from;
+        D.setText(card.alertBadge, "Alert since " + D.formatDateTime(mark.from * 1000));
+        card.alertBadge.title = mark.names.join(", ") + ": open since " + D.formatFullDateTime(mark.from * 1000);
+      } else {
+        delete D.chartAlerts[metric];
+      }
+    }
+
+    // On the canvas, after uPlot has drawn: a light red shade from the alert's opening to the right edge
+    // of the plot, and a red line where it opened (when that is inside the window).
+    function drawAlert(u, card) {
+      const mark = card.alert;
+      if (!mark) return;
+      const { left, top, width, height } = u.bbox;
+      const x = Math.round(u.valToPos(mark.from, "x", true));
+      const start = Math.max(left, x);
+      const end = left + width;
+      if (start >= end) return; // opened after the window (a device clock ahead): nothing to shade
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.fillStyle = ALERT_SHADE;
+      ctx.fillRect(start, top, end - start, height);
+      if (x >= left) {
+        ctx.fillStyle = ALERT_LINE;
+        const lineWidth = Math.max(2, Math.round(2 * (window.devicePixelRatio || 1)));
+        ctx.fillRect(x - Math.floor(lineWidth / 2), top, lineWidth, height);
+      }
+      ctx.restore();
     }
 
     function summarise(metric, card, known) {

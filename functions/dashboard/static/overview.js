@@ -303,13 +303,57 @@
       }
     }
 
+    // ---- open alerts: counted in the summary and listed above the devices -------------------------
+    let poller = null;
+    const alertRows = D.alertTable(document.querySelector("#alerts tbody"), {
+      withDevice: true,
+      onChange: () => poller && poller.now(),
+    });
+
+    // ``settled``: the Promise.allSettled outcome of D.fetchOpenAlerts().
+    function showAlerts(settled) {
+      const section = document.getElementById("open-alerts");
+      const stat = document.getElementById("stat-alerts");
+      const state = document.getElementById("alerts-state");
+      const alertTable = document.getElementById("alerts");
+      if (settled.status === "rejected") {
+        if (settled.reason && settled.reason.status === 404) {
+          // An API without alerts: no section, rather than an error on every refresh.
+          section.hidden = true;
+          stat.hidden = true;
+          return;
+        }
+        state.hidden = false;
+        state.classList.add("error-text");
+        D.setText(state, "Alerts could not be loaded: " + (settled.reason ? settled.reason.message : "no answer") + ".");
+        return;
+      }
+      const { alerts, more } = settled.value;
+      section.hidden = false;
+      stat.hidden = false;
+      stat.classList.toggle("stat-alerting", alerts.length > 0);
+      D.setText(document.getElementById("count-alerts"), D.formatNumber(alerts.length) + (more ? "+" : ""));
+      alertRows.render(alerts);
+      alertTable.hidden = alerts.length === 0;
+      state.classList.remove("error-text");
+      state.hidden = alerts.length > 0 && !more;
+      D.setText(
+        state,
+        alerts.length === 0
+          ? "No open alerts."
+          : "The newest " + D.formatNumber(alerts.length) + " open alerts are listed; there are more.",
+      );
+    }
+
     async function load() {
-      const [list, stats, pipeline] = await Promise.allSettled([
+      const [list, stats, pipeline, openAlerts] = await Promise.allSettled([
         fetchAllDevices(),
         D.getJson("/api/stats"),
         D.getJson("/api/pipeline"),
+        D.fetchOpenAlerts(),
       ]);
       D.showPipeline(pipeline);
+      showAlerts(openAlerts);
       if (stats.status === "fulfilled") {
         showStat("count-today", stats.value.readings_today);
         showStat("count-rejected", stats.value.rejected_messages);
@@ -326,7 +370,7 @@
       render();
     }
 
-    D.poll(load);
+    poller = D.poll(load);
   };
 
   D.overview(); // the page's scripts come last in <body>: the elements are there (no inline script)
