@@ -32,10 +32,11 @@ import math
 import operator
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
+from typing import NamedTuple
 
 import psycopg
 
@@ -250,6 +251,18 @@ def evaluate(runtime: Runtime, readings: Sequence[Reading]) -> Changes:
         return Changes()
 
 
+class _PairRules(NamedTuple):
+    """The threshold rules of one device and metric: (rule id, a high value breaches, comparison,
+    threshold) for each, and the bounds a value must reach for any of them to be breached."""
+
+    tests: list[tuple[int, bool, Callable[[float, float], bool], float]]
+    high: float  # the lowest threshold of a ">" or ">=" rule (infinity: none)
+    low: float  # the highest threshold of a "<" or "<=" rule (minus infinity: none)
+
+
+_NO_RULES = _PairRules([], math.inf, -math.inf)
+
+
 class _Matcher:
     """Which threshold rules take a device's readings of a metric. A rule's device glob is most often
     every device, one device or a prefix: those are found without a regular expression, and each
@@ -258,37 +271,40 @@ class _Matcher:
     MEMORY = 100_000  # (device, metric) answers kept, then forgotten all at once
 
     def __init__(self, rules: Sequence[Rule]):
-        self.any: dict[str, list[int]] = defaultdict(list)
-        self.exact: dict[tuple[str, str], list[int]] = defaultdict(list)
-        self.prefixes: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        self.any: dict[str, list[Rule]] = defaultdict(list)
+        self.exact: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        self.prefixes: dict[str, list[tuple[str, Rule]]] = defaultdict(list)
         self.others: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules:
             glob, metric = rule.device_glob, rule.metric_type
             wildcards = glob.count("*") + glob.count("?")
             if glob == "*":
-                self.any[metric].append(rule.id)
+                self.any[metric].append(rule)
             elif not wildcards:
-                self.exact[(glob, metric)].append(rule.id)
+                self.exact[(glob, metric)].append(rule)
             elif wildcards == 1 and glob.endswith("*"):
-                self.prefixes[metric].append((glob[:-1], rule.id))
+                self.prefixes[metric].append((glob[:-1], rule))
             else:
                 self.others[metric].append(rule)
-        self.known: dict[tuple[str, str], list[int]] = {}
+        self.known: dict[tuple[str, str], _PairRules] = {}
 
-    def rules_for(self, device_id: str, metric: str) -> list[int]:
+    def rules_for(self, device_id: str, metric: str) -> _PairRules:
         pair = (device_id, metric)
         found = self.known.get(pair)
         if found is None:
-            found = [
+            rules = [
                 *self.any.get(metric, ()),
                 *self.exact.get(pair, ()),
-                *(
-                    rule_id
-                    for prefix, rule_id in self.prefixes.get(metric, ())
-                    if device_id.startswith(prefix)
-                ),
-                *(rule.id for rule in self.others.get(metric, ()) if rule.matches(device_id)),
+                *(rule for prefix, rule in self.prefixes.get(metric, ()) if device_id.startswith(prefix)),
+                *(rule for rule in self.others.get(metric, ()) if rule.matches(device_id)),
             ]
+            above = [rule.threshold for rule in rules if rule.condition[0] == ">"]
+            below = [rule.threshold for rule in rules if rule.condition[0] == "<"]
+            found = _PairRules(
+                [(rule.id, rule.condition[0] == ">", _COMPARE[rule.condition], rule.threshold) for rule in rules],
+                min(above, default=math.inf),
+                max(below, default=-math.inf),
+            ) if rules else _NO_RULES  # fmt: skip
             if len(self.known) >= self.MEMORY:
                 self.known.clear()
             self.known[pair] = found
@@ -357,28 +373,26 @@ def _worth_judging(
             ([rule.id for rule in rules],),
         )
     }
+    active_pairs = {key[1:] for key in active}
     pairs: dict[tuple[str, str], list[Reading]] = defaultdict(list)
     for reading in readings:
         pairs[(reading.device_id, reading.metric_type)].append(reading)
-    # Per rule: its id, whether a high value breaches it, its comparison and threshold (this loop runs
-    # for every device and metric of the batch and every rule of theirs).
-    tests = {
-        rule.id: (rule.id, rule.condition[0] == ">", _COMPARE[rule.condition], rule.threshold)
-        for rule in rules
-    }
     series = {}
+    rules_for = matcher.rules_for
     for pair, found in pairs.items():
-        rule_ids = matcher.rules_for(*pair)
-        if not rule_ids:
-            continue
+        rules = rules_for(*pair)
         if len(found) == 1:
             low = high = found[0].value
         else:
             values = [reading.value for reading in found]
             low, high = min(values), max(values)
-        for rule_id, above, compare, threshold in map(tests.__getitem__, rule_ids):
-            if compare(high if above else low, threshold) or (active and (rule_id, *pair) in active):
-                series[(rule_id, *pair)] = list(found)
+        # Nearly every pair stops here: no value reaches a threshold, and nothing is running.
+        if high < rules.high and low > rules.low and pair not in active_pairs:
+            continue
+        for rule_id, above, compare, threshold in rules.tests:
+            key = (rule_id, *pair)
+            if compare(high if above else low, threshold) or key in active:
+                series[key] = list(found)
     return series
 
 
@@ -797,7 +811,7 @@ def catch_up(conn: psycopg.Connection) -> int:
         series: dict[tuple[int, str, str], list[Reading]] = {}
         for device_id, metric, mark in conn.execute(_TAKE_MARKS, (RETRY_MARKS,)).fetchall():
             found = unjudged(device_id, metric, mark)
-            for rule_id in matcher.rules_for(device_id, metric) if found else ():
+            for rule_id, *_ in matcher.rules_for(device_id, metric).tests if found else ():
                 series[(rule_id, device_id, metric)] = list(found)
         for rule_id, device_id, metric, mark in conn.execute(_BEHIND).fetchall():
             if budget > 0 and rule_id in rules_by_id and (rule_id, device_id, metric) not in series:

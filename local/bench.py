@@ -262,6 +262,7 @@ class Bench:
         # exactly 1,000 devices: the size the /api/devices latency target is set for.
         self.prefix = f"bench{uuid.uuid4().hex[:6]}"
         self.bulk_runs = 0
+        self.next_reading_time = datetime.min.replace(tzinfo=timezone.utc)
         os.environ.setdefault("DEMO_MODE", "true")
         os.environ.setdefault("AUTH_ENABLED", "false")
         os.environ["TRIGGER_BATCH_SIZE"] = str(args.batch_size)
@@ -289,11 +290,13 @@ class Bench:
         if self.wait_stored(self.prefix, len(readings), timeout=60) < len(readings):
             raise RuntimeError("the consumer did not store the warm-up readings within 60s")
 
-    def define_rules(self, count: int) -> None:
+    def define_rules(self, count: int, breach_share: float) -> None:
         """``count`` alert rules, as an operator might define them over the 1,000 devices: every tenth
         for one metric of every device, four in ten for a hundred devices each (a prefix), the rest for
-        one device; thresholds that the uniform values (0..100) breach now and then, with hysteresis,
-        some needing a breach of 10 or 20 seconds. Each batch is judged against all of them."""
+        one device; a threshold that ``breach_share`` of the uniform values (0..100) breach, with a
+        clear threshold 10 below, a third of them needing a breach of 10 or 20 seconds. Each batch is
+        judged against all of them."""
+        threshold = round(100 * (1 - breach_share), 6)
         rows = []
         for n in range(count):
             kind = n % 10
@@ -303,14 +306,15 @@ class Bench:
                 device = f"{self.prefix}-0{kind}*"
             else:
                 device = f"{self.prefix}-{n % 1000:04d}"
-            rows.append((f"bench rule {n}", device, METRICS[n % len(METRICS)], 99.0, 90.0, (n % 3) * 10.0))
+            metric = METRICS[n % len(METRICS)]
+            rows.append((f"bench rule {n}", device, metric, threshold, threshold - 10, (n % 3) * 10.0))
         with self.connect() as conn, conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO alert_rule (name, kind, device_glob, metric_type, condition, threshold,"
                 " clear_threshold, for_seconds) VALUES (%s, 'threshold', %s, %s, '>', %s, %s, %s)",
                 rows,
             )
-        print(f"# {count} alert rules defined", file=sys.stderr)
+        print(f"# {count} alert rules defined, threshold {threshold:g}", file=sys.stderr)
 
     def alerts_opened(self) -> int:
         with self.connect() as conn:
@@ -348,8 +352,12 @@ class Bench:
         prefix = self.prefix
         # Readings of now, as devices send them (each run a millisecond apart, so that every reading is
         # new): the rollups then see what they see in production, not only late data.
+        # A run starts after the last reading of the one before (a run spans total / 6,000 seconds of
+        # readings, longer than it takes to send): the series stay in order, as a device's are.
         now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(milliseconds=self.bulk_runs)
+        now = max(now, self.next_reading_time)
         readings = readings_for(prefix, total, devices, base=now)
+        self.next_reading_time = datetime.fromisoformat(readings[-1]["timestamp"]) + timedelta(seconds=1)
         self.bulk_runs += 1
         before = self.count(prefix)
         bodies = [
@@ -910,6 +918,12 @@ def main() -> None:
         "--rules", type=int, default=0, help="alert rules to define before anything is measured (default 0)"
     )
     parser.add_argument(
+        "--breach-share",
+        type=float,
+        default=0.001,
+        help="with --rules: the share of readings that breach a rule (default 0.001)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         help="run the bulk ingest this many times and report the median too (default 3; quick 1)",
@@ -917,6 +931,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.consumers < 1:
         parser.error("--consumers must be at least 1")
+    if not 0 < args.breach_share <= 1:
+        parser.error("--breach-share must be more than 0 and at most 1")
     only = set(args.only.split(",")) if args.only else set(PARTS)
     if only - {"bulk", *PARTS}:
         parser.error(f"--only takes a comma-separated list of: bulk, {', '.join(PARTS)}")
@@ -926,7 +942,7 @@ def main() -> None:
     try:
         bench.start()
         if args.rules:
-            bench.define_rules(args.rules)
+            bench.define_rules(args.rules, args.breach_share)
         if args.soak:
             bench.soak(args.soak, threads=6)
             mode = f"soak {args.soak:.0f}s"
@@ -958,7 +974,7 @@ def main() -> None:
                 bench.handler_cpu(300 if args.quick else 1000)
             mode = ("quick" if args.quick else "full") + (f" (only {args.only})" if args.only else "")
             if args.rules:
-                mode += f" with {args.rules} alert rules"
+                mode += f" with {args.rules} alert rules breached by {args.breach_share:g} of readings"
                 print(f"# alerts opened during the run: {bench.alerts_opened()}", file=sys.stderr)
         failed = False
     finally:
