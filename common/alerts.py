@@ -9,7 +9,7 @@ The consumer judges the readings of a batch once it is committed, in a transacti
 (rule, device, metric) keeps its state in ``alert_state`` (when the current breach began, the newest
 reading judged: the series' watermark). The consumer judges only the rows a batch inserted, so a
 redelivered batch changes nothing. A reading measured before the watermark (it arrived late, or out of
-order) has the series judged again from its stored readings around it (``_rejudge``), so alerts follow
+order) has the series judged again from its stored readings around it (``_rejudge_many``), so alerts follow
 the times the readings were measured; an alert once opened stays an event, never retracted. The state row is
 locked while it is judged, so consumers judging the same series take turns; the partial unique index
 ``alert_one_open`` keeps one open alert per rule, device and metric whatever happens.
@@ -191,10 +191,14 @@ _OUTBOX = """
     INSERT INTO alert_outbox (alert_id, kind, payload)
     SELECT a.id, %(kind)s, jsonb_build_object(
         'id', a.id, 'rule_id', a.rule_id, 'rule_name', r.name, 'device_id', a.device_id,
-        'metric_type', nullif(a.metric_type, ''), 'state', a.state, 'opened_at', a.opened_at,
-        'closed_at', a.closed_at, 'value', a.value)
+        'metric_type', nullif(a.metric_type, ''), 'state', opening.state, 'opened_at', a.opened_at,
+        'closed_at', opening.closed_at, 'value', a.value)
     FROM alert a JOIN alert_rule r ON r.id = a.rule_id
+    -- An opening shows the alert as it opened, also one recorded already closed (a late breach).
+    CROSS JOIN LATERAL (SELECT CASE WHEN %(kind)s = 'opened' THEN 'open' ELSE a.state END AS state,
+                               CASE WHEN %(kind)s = 'opened' THEN NULL ELSE a.closed_at END AS closed_at) opening
     WHERE a.id = ANY(%(ids)s::bigint[])
+    ORDER BY a.id
 """
 
 
@@ -202,15 +206,6 @@ def record(conn: psycopg.Connection, kind: str, alert_ids: Sequence[int]) -> Non
     """One outbox row per changed alert (``kind`` 'opened' or 'closed'), in the caller's transaction."""
     if alert_ids:
         conn.execute(_OUTBOX, {"kind": kind, "ids": list(alert_ids)})
-
-
-_OPEN = """
-    INSERT INTO alert (rule_id, device_id, metric_type, state, opened_at, value)
-    VALUES (%s, %s, %s, 'open', %s, %s)
-    ON CONFLICT (rule_id, device_id, metric_type) WHERE state = 'open' DO NOTHING
-    RETURNING id
-"""
-_CLOSE = "UPDATE alert SET state = 'closed', closed_at = %s WHERE id = %s AND state = 'open' RETURNING id"
 
 
 def close_rule_alerts(conn: psycopg.Connection, rule_id: int) -> int:
@@ -470,25 +465,24 @@ def _judge_series(
         late = (device_id, metric) in crowded if judged_at is None else readings[0].timestamp <= judged_at
         if late:
             # Measured before a reading judged already: judged again from the stored readings around it.
-            breach_start, judged_at = _rejudge(conn, rule, device_id, metric, readings[0].timestamp, changes)
-            rejudged.append(key)
-            is_open = True  # found out below
-        else:
-            breach_start, judged_at, changed, is_open = _judge_in_order(rule, readings, breach_start, open_id)
-            if changed:
-                events[key] = (open_id, changed)
+            rejudged.append((rule, device_id, metric, readings[0].timestamp))
+            continue
+        breach_start, judged_at, changed, is_open = _judge_in_order(rule, readings, breach_start, open_id)
+        if changed:
+            events[key] = (open_id, changed)
         updates.append((*key, breach_start, judged_at, is_open))
     _apply(conn, events, changes)
     if rejudged:
+        replayed = _rejudge_many(conn, rejudged, changes)
         still_open = {
             tuple(row)
             for row in conn.execute(
                 f"SELECT rule_id, device_id, metric_type FROM alert WHERE state = 'open'"
                 f" AND (rule_id, device_id, metric_type::metric_type) IN (SELECT * FROM {_UNNEST_KEYS})",
-                _keys(rejudged),
+                _keys(list(replayed)),
             )
         }
-        updates = [(*u[:5], u[:3] in still_open) if u[:3] in set(rejudged) else u for u in updates]
+        updates += [(*key, start, judged, key in still_open) for key, (start, judged) in replayed.items()]
     # A series with no breach running and no alert open keeps no state: most series, most of the time.
     quiet = [u[:3] for u in updates if u[3] is None and not u[5]]
     kept = [u[:5] for u in updates if u[3] is not None or u[5]]
@@ -615,42 +609,91 @@ class _Episode:
         )
 
 
-def _rejudge(
-    conn: psycopg.Connection, rule: Rule, device_id: str, metric: str, since: datetime, changes: Changes
-) -> tuple[datetime | None, datetime]:
+# For each series judged again: the newest stored reading before its window, its stored readings from
+# the window's start on (at most REJUDGE_LIMIT each), and its alerts not closed before the window.
+_BEFORE_WINDOWS = """
+SELECT k.i, b.value, b.timestamp
+FROM unnest(%(devices)s::text[], %(metrics)s::metric_type[], %(lowers)s::timestamptz[])
+    WITH ORDINALITY AS k(device_id, metric_type, lower, i)
+CROSS JOIN LATERAL (
+    SELECT value, timestamp FROM reading r
+    WHERE r.device_id = k.device_id AND r.metric_type = k.metric_type AND r.timestamp < k.lower
+    ORDER BY r.timestamp DESC LIMIT 1) b
+"""
+_IN_WINDOWS = """
+SELECT k.i, w.value, w.timestamp
+FROM unnest(%(devices)s::text[], %(metrics)s::metric_type[], %(lowers)s::timestamptz[])
+    WITH ORDINALITY AS k(device_id, metric_type, lower, i)
+CROSS JOIN LATERAL (
+    SELECT value, timestamp FROM reading r
+    WHERE r.device_id = k.device_id AND r.metric_type = k.metric_type AND r.timestamp >= k.lower
+    ORDER BY r.timestamp LIMIT %(limit)s) w
+ORDER BY k.i, w.timestamp
+"""
+_ALERTS_IN_WINDOWS = """
+SELECT k.i, a.id, a.opened_at, a.closed_at
+FROM unnest(%(rules)s::bigint[], %(devices)s::text[], %(metrics)s::text[], %(lowers)s::timestamptz[])
+    WITH ORDINALITY AS k(rule_id, device_id, metric_type, lower, i)
+JOIN alert a ON a.rule_id = k.rule_id AND a.device_id = k.device_id AND a.metric_type = k.metric_type
+    AND (a.closed_at IS NULL OR a.closed_at > k.lower)
+ORDER BY k.i, a.opened_at
+"""
+
+
+def _rejudge_many(
+    conn: psycopg.Connection, late: list[tuple[Rule, str, str, datetime]], changes: Changes
+) -> dict[tuple[int, str, str], tuple[datetime | None, datetime]]:
+    """Judge these series again (rule, device, metric, the oldest late reading), reading what that needs
+    for all of them in three statements; answers each one's new (breach_start, judged_at)."""
+    lowers = [since - timedelta(seconds=rule.for_seconds) for rule, _, _, since in late]
+    params = {
+        "rules": [rule.id for rule, *_ in late],
+        "devices": [device_id for _, device_id, _, _ in late],
+        "metrics": [metric for _, _, metric, _ in late],
+        "lowers": lowers,
+        "limit": REJUDGE_LIMIT,
+    }
+    before = {i: (value, moment) for i, value, moment in conn.execute(_BEFORE_WINDOWS, params)}
+    stored: dict[int, list[tuple[float, datetime]]] = defaultdict(list)
+    for i, value, moment in conn.execute(_IN_WINDOWS, params):
+        stored[i].append((value, moment))
+    alerts: dict[int, list[_Episode]] = defaultdict(list)
+    for i, alert_id, opened, closed in conn.execute(_ALERTS_IN_WINDOWS, params):
+        alerts[i].append(_Episode(opened, closed, alert_id=alert_id))
+    states = {}
+    closes: list[tuple[int, datetime]] = []
+    episodes: list[tuple[int, str, str, _Episode]] = []
+    for i, (rule, device_id, metric, since) in enumerate(late, start=1):
+        if len(stored[i]) == REJUDGE_LIMIT:
+            log.warning(
+                "alert rule %s judged %s/%s again over its first %d readings after %s only",
+                rule.id, device_id, metric, REJUDGE_LIMIT, lowers[i - 1],
+            )  # fmt: skip
+        breach_start, judged_at, closing, found = _replay(rule, since, before.get(i), stored[i], alerts[i])
+        states[(rule.id, device_id, metric)] = (breach_start, judged_at)
+        closes += closing
+        episodes += [(rule.id, device_id, metric, episode) for episode in found]
+    _close_and_record(conn, closes, episodes, changes)
+    return states
+
+
+def _replay(
+    rule: Rule,
+    since: datetime,
+    before: tuple[float, datetime] | None,
+    stored: list[tuple[float, datetime]],
+    alerts: list[_Episode],
+) -> tuple[datetime | None, datetime, list[tuple[int, datetime]], list[_Episode]]:
     """Judge a series again from its stored readings, from ``for_seconds`` before ``since`` (the oldest
-    reading that arrived late) to its newest, as if they had arrived in order; then record what that
-    finds and the alerts do not show yet. An alert that was opened stays opened (an event is not
-    retracted): a replayed episode that overlaps an alert is that alert, and can only close it.
+    reading that arrived late) to its newest, as if they had arrived in order, and find what the
+    alerts do not show yet. An alert that was opened stays opened (an event is not retracted): a
+    replayed episode that overlaps an alert is that alert, and can only close it.
 
     A late breaching reading can so open an alert (closed at once when a later reading already
     cleared it); a late clearing reading closes the open alert it falls in, and the readings after
-    it may open a new one."""
-    lower = since - timedelta(seconds=rule.for_seconds)
-    key = {"device": device_id, "metric": metric, "lower": lower, "rule": rule.id}
-    before = conn.execute(
-        "SELECT value, timestamp FROM reading WHERE device_id = %(device)s AND metric_type = %(metric)s"
-        " AND timestamp < %(lower)s ORDER BY timestamp DESC LIMIT 1",
-        key,
-    ).fetchone()
-    stored = conn.execute(
-        "SELECT value, timestamp FROM reading WHERE device_id = %(device)s AND metric_type = %(metric)s"
-        " AND timestamp >= %(lower)s ORDER BY timestamp LIMIT %(limit)s",
-        {**key, "limit": REJUDGE_LIMIT},
-    ).fetchall()
-    if len(stored) == REJUDGE_LIMIT:
-        log.warning(
-            "alert rule %s judged %s/%s again over its first %d readings after %s only",
-            rule.id, device_id, metric, REJUDGE_LIMIT, lower,
-        )  # fmt: skip
-    alerts = [
-        _Episode(opened, closed, alert_id=alert_id)
-        for alert_id, opened, closed in conn.execute(
-            "SELECT id, opened_at, closed_at FROM alert WHERE rule_id = %(rule)s AND device_id = %(device)s"
-            " AND metric_type = %(metric)s AND (closed_at IS NULL OR closed_at > %(lower)s) ORDER BY opened_at",
-            key,
-        )
-    ]
+    it may open a new one. ``before`` is the newest reading before the window, ``alerts`` those not
+    closed before it. Answers the new (breach_start, judged_at), the alerts to close (id, when) and
+    the episodes to record as alerts."""
     # The state just before the window: an alert open then, or a breach running into it.
     first = stored[0][1] if stored else since
     current = next((a for a in alerts if a.opened < first and (a.closed is None or a.closed > first)), None)
@@ -671,52 +714,58 @@ def _rejudge(
                 episode = _Episode(moment, value=value)
     if episode is not None:
         replayed.append(episode)
+    closes, new = [], []
     for found in replayed:
         known = [a for a in alerts if a.overlaps(found) or (found.alert_id and a.alert_id == found.alert_id)]
         if not known:
-            _record_episode(conn, rule, device_id, metric, found, changes)
+            # Open now only when no alert is (the one open alert of a series is the newest episode).
+            if found.closed is not None or all(a.closed is not None for a in alerts):
+                new.append(found)
+                alerts.append(found)
             continue
         if found.closed is not None:
             for alert in known:
-                if alert.closed is None and alert.opened < found.closed:
-                    if conn.execute(_CLOSE, (found.closed, alert.alert_id)).fetchone():
-                        record(conn, "closed", [alert.alert_id])
-                        changes.closed += 1
+                if alert.closed is None and alert.opened < found.closed and alert.alert_id is not None:
+                    closes.append((alert.alert_id, found.closed))
                     alert.closed = found.closed
-    return breach_start, stored[-1][1] if stored else since
+    return breach_start, stored[-1][1] if stored else since, closes, new
 
 
-def _record_episode(
-    conn: psycopg.Connection, rule: Rule, device_id: str, metric: str, episode: _Episode, changes: Changes
-) -> None:
-    """An alert the replay found that no alert shows: opened, and closed too when it has ended."""
-    alert_id = _open(conn, rule, device_id, metric, episode.opened, episode.value, changes)
-    if episode.closed is not None and alert_id is not None:
-        if conn.execute(_CLOSE, (episode.closed, alert_id)).fetchone():
-            record(conn, "closed", [alert_id])
-            changes.closed += 1
+_RECORD_CLOSED = """
+INSERT INTO alert (rule_id, device_id, metric_type, state, opened_at, closed_at, value)
+SELECT rule_id, device_id, metric_type, 'closed', opened_at, closed_at, value
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::float8[])
+    AS u(rule_id, device_id, metric_type, opened_at, closed_at, value)
+RETURNING id
+"""
 
 
-def _open(
+def _close_and_record(
     conn: psycopg.Connection,
-    rule: Rule,
-    device_id: str,
-    metric: str,
-    moment: datetime,
-    value: float | None,
+    closes: list[tuple[int, datetime]],
+    episodes: list[tuple[int, str, str, _Episode]],
     changes: Changes,
-) -> int | None:
-    """Open an alert unless one is open already; the open alert's id either way."""
-    row = conn.execute(_OPEN, (rule.id, device_id, metric, moment, value)).fetchone()
-    if row is not None:
-        record(conn, "opened", [row[0]])
-        changes.opened += 1
-        return row[0]
-    found = conn.execute(
-        "SELECT id FROM alert WHERE rule_id = %s AND device_id = %s AND metric_type = %s AND state = 'open'",
-        (rule.id, device_id, metric),
-    ).fetchone()
-    return found[0] if found else None
+) -> None:
+    """What judging series again found, in a few statements: the open alerts to close first, then the
+    episodes no alert showed: those that ended recorded opened and closed, the others opened."""
+    if closes:
+        closed = [
+            row[0] for row in conn.execute(_CLOSE_MANY, ([i for i, _ in closes], [m for _, m in closes]))
+        ]
+        record(conn, "closed", closed)
+        changes.closed += len(closed)
+    ended = [(r, d, m, e.opened, e.closed, e.value) for r, d, m, e in episodes if e.closed is not None]
+    if ended:
+        ids = [row[0] for row in conn.execute(_RECORD_CLOSED, [list(c) for c in zip(*ended, strict=True)])]
+        record(conn, "opened", ids)
+        record(conn, "closed", ids)
+        changes.opened += len(ids)
+        changes.closed += len(ids)
+    running = [(r, d, m, e.opened, e.value) for r, d, m, e in episodes if e.closed is None]
+    if running:
+        ids = [row[0] for row in conn.execute(_OPEN_MANY, [list(c) for c in zip(*running, strict=True)])]
+        record(conn, "opened", ids)
+        changes.opened += len(ids)
 
 
 def _close_reported(conn: psycopg.Connection, newest: dict[str, datetime], changes: Changes) -> None:

@@ -470,3 +470,19 @@ def test_a_batch_stored_but_never_judged_is_judged_when_it_is_delivered_again(ru
     assert alert["opened_at"] == at(start, 0).isoformat()
     consume(runtime, batch)  # and once more: still the one alert
     assert len(alerts_of(device)) == 1
+
+
+def test_a_late_breach_in_the_past_leaves_the_alert_open_now_alone(runtime, start):
+    device = unique("two")
+    rule(runtime, device=device, metric_type="power", condition=">", threshold=10)
+    consume(runtime, [Reading(device, "power", v, at(start, s)) for s, v in ((0, 1.0), (100, 1.0), (200, 50.0))])
+    (now_open,) = alerts_of(device)
+    late = [Reading(device, "power", 40.0, at(start, 50))]  # a breach between 0 and 100, sent late
+    consume(runtime, late)
+    newest, past = alerts_of(device)
+    assert newest == now_open  # still open, since 200 s
+    assert (past["opened_at"], past["closed_at"]) == (at(start, 50).isoformat(), at(start, 100).isoformat())
+    (opened, payload), (closed, _) = outbox(runtime, past["id"])
+    # The opening shows the alert as it opened, although it was recorded closed.
+    assert (opened, payload["state"], payload["closed_at"]) == ("opened", "open", None)
+    assert closed == "closed"
