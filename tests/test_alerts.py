@@ -475,7 +475,9 @@ def test_a_batch_stored_but_never_judged_is_judged_when_it_is_delivered_again(ru
 def test_a_late_breach_in_the_past_leaves_the_alert_open_now_alone(runtime, start):
     device = unique("two")
     rule(runtime, device=device, metric_type="power", condition=">", threshold=10)
-    consume(runtime, [Reading(device, "power", v, at(start, s)) for s, v in ((0, 1.0), (100, 1.0), (200, 50.0))])
+    consume(
+        runtime, [Reading(device, "power", v, at(start, s)) for s, v in ((0, 1.0), (100, 1.0), (200, 50.0))]
+    )
     (now_open,) = alerts_of(device)
     late = [Reading(device, "power", 40.0, at(start, 50))]  # a breach between 0 and 100, sent late
     consume(runtime, late)
