@@ -611,19 +611,19 @@ class _Episode:
 
 # For each series judged again: the newest stored reading before its window, its stored readings from
 # the window's start on (at most REJUDGE_LIMIT each), and its alerts not closed before the window.
-_BEFORE_WINDOWS = """
-SELECT k.i, b.value, b.timestamp
+_WINDOWS = """
 FROM unnest(%(devices)s::text[], %(metrics)s::metric_type[], %(lowers)s::timestamptz[])
     WITH ORDINALITY AS k(device_id, metric_type, lower, i)
+"""
+_BEFORE_WINDOWS = f"""
+SELECT k.i, b.value, b.timestamp {_WINDOWS}
 CROSS JOIN LATERAL (
     SELECT value, timestamp FROM reading r
     WHERE r.device_id = k.device_id AND r.metric_type = k.metric_type AND r.timestamp < k.lower
     ORDER BY r.timestamp DESC LIMIT 1) b
 """
-_IN_WINDOWS = """
-SELECT k.i, w.value, w.timestamp
-FROM unnest(%(devices)s::text[], %(metrics)s::metric_type[], %(lowers)s::timestamptz[])
-    WITH ORDINALITY AS k(device_id, metric_type, lower, i)
+_IN_WINDOWS = f"""
+SELECT k.i, w.value, w.timestamp {_WINDOWS}
 CROSS JOIN LATERAL (
     SELECT value, timestamp FROM reading r
     WHERE r.device_id = k.device_id AND r.metric_type = k.metric_type AND r.timestamp >= k.lower
