@@ -7,19 +7,21 @@ so a value hovering at the threshold does not open and close it over and over.
 
 The consumer judges the readings of a batch once it is committed, in a transaction of its own: each
 (rule, device, metric) keeps its state in ``alert_state`` (when the current breach began, the newest
-reading judged: the series' watermark). The consumer judges only the rows a batch inserted, so a
-redelivered batch changes nothing. A reading measured before the watermark (it arrived late, or out of
-order) has the series judged again from its stored readings around it (``_rejudge_many``), so alerts follow
-the times the readings were measured; an alert once opened stays an event, never retracted. The state row is
-locked while it is judged, so consumers judging the same series take turns; the partial unique index
-``alert_one_open`` keeps one open alert per rule, device and metric whatever happens.
+reading judged: the series' watermark) while a breach runs or an alert is open; a quiet series keeps
+none. A reading measured before the watermark (it arrived late, or out of order) has the series judged
+again from its stored readings around it (``_rejudge_many``), so alerts follow the times the readings
+were measured; an alert once opened stays an event, never retracted. Judging a reading again changes
+nothing, so a redelivered batch opens nothing twice. The state row is locked while it is judged, so
+consumers judging the same series take turns; the partial unique index ``alert_one_open`` keeps one
+open alert per rule, device and metric whatever happens.
 
 A no-data rule opens an alert for each matching device whose newest reading is older than
 ``after_seconds``; the maintenance pass opens and closes them, and a batch with a fresh reading of the
 device closes them at once.
 
-A batch whose evaluation failed (or whose consumer stopped between commit and judging) is judged by
-the next maintenance pass, from each series' watermark (``catch_up``).
+A batch whose evaluation failed leaves retry marks, from which the next maintenance pass judges it
+(``catch_up``); one whose consumer stopped between commit and judging is judged when it is delivered
+again.
 
 Every opening and closing writes an ``alert_outbox`` row in the same transaction. Delivering those
 (webhook, SMN) is a separate job; nothing here sends them or sets ``delivered_at``.
@@ -467,10 +469,12 @@ def _judge_series(
             # Measured before a reading judged already: judged again from the stored readings around it.
             rejudged.append((rule, device_id, metric, readings[0].timestamp))
             continue
-        breach_start, judged_at, changed, is_open = _judge_in_order(rule, readings, breach_start, open_id)
+        # Newer than every reading judged: the common case, judged from the state row alone.
+        points = ((reading.value, reading.timestamp) for reading in readings)
+        breach_start, changed, is_open = _walk(rule, points, breach_start, open_id is not None)
         if changed:
             events[key] = (open_id, changed)
-        updates.append((*key, breach_start, judged_at, is_open))
+        updates.append((*key, breach_start, readings[-1].timestamp, is_open))
     _apply(conn, events, changes)
     if rejudged:
         replayed = _rejudge_many(conn, rejudged, changes)
@@ -507,30 +511,25 @@ def _judge_series(
 _Change = tuple[str, datetime, float | None]
 
 
-def _judge_in_order(
-    rule: Rule,
-    readings: Sequence[Reading],
-    breach_start: datetime | None,
-    open_id: int | None,
-) -> tuple[datetime | None, datetime, list[_Change], bool]:
-    """Readings newer than every one judged, oldest first: the common case, judged from the state row
-    alone. Answers the new (breach_start, judged_at), the changes to make and whether an alert is open
-    after them."""
-    is_open = open_id is not None
+def _walk(
+    rule: Rule, points: Iterable[tuple[float, datetime]], breach_start: datetime | None, is_open: bool
+) -> tuple[datetime | None, list[_Change], bool]:
+    """Readings (value, when), oldest first, judged from a series' state: when its breach began and
+    whether an alert is open. Answers the state after them and the changes they make."""
     changed: list[_Change] = []
-    for reading in readings:
+    for value, moment in points:
         if is_open:
-            if rule.clears(reading.value):
-                changed.append(("close", reading.timestamp, None))
+            if rule.clears(value):
+                changed.append(("close", moment, None))
                 is_open, breach_start = False, None
-        elif not rule.breaches(reading.value):
+        elif not rule.breaches(value):
             breach_start = None
         else:
-            breach_start = breach_start or reading.timestamp
-            if (reading.timestamp - breach_start).total_seconds() >= rule.for_seconds:
-                changed.append(("open", reading.timestamp, reading.value))
+            breach_start = breach_start or moment
+            if (moment - breach_start).total_seconds() >= rule.for_seconds:
+                changed.append(("open", moment, value))
                 is_open = True
-    return breach_start, readings[-1].timestamp, changed, is_open
+    return breach_start, changed, is_open
 
 
 _CLOSE_MANY = """
@@ -549,6 +548,14 @@ RETURNING id, rule_id, device_id, metric_type
 """
 
 
+def _close(conn: psycopg.Connection, closes: Sequence[tuple[int, datetime]], changes: Changes) -> None:
+    """Close these open alerts (id, when), with their notifications."""
+    if closes:
+        closed = _ids(conn.execute(_CLOSE_MANY, ([i for i, _ in closes], [moment for _, moment in closes])))
+        record(conn, "closed", closed)
+        changes.closed += len(closed)
+
+
 def _apply(
     conn: psycopg.Connection,
     events: dict[tuple[int, str, str], tuple[int | None, list[_Change]]],
@@ -559,19 +566,14 @@ def _apply(
     pending = {key: (open_id, list(changed)) for key, (open_id, changed) in events.items()}
     while pending:
         closing = [
-            (open_id, changed[0][1]) for open_id, changed in pending.values() if changed[0][0] == "close"
+            (alert_id, changed[0][1]) for alert_id, changed in pending.values() if changed[0][0] == "close"
         ]
+        _close(conn, [(alert_id, moment) for alert_id, moment in closing if alert_id is not None], changes)
         opening = [
             (*key, changed[0][1], changed[0][2])
             for key, (_, changed) in pending.items()
             if changed[0][0] == "open"
         ]
-        closing = [(alert_id, moment) for alert_id, moment in closing if alert_id is not None]
-        if closing:
-            ids, moments = ([alert_id for alert_id, _ in closing], [moment for _, moment in closing])
-            closed = [row[0] for row in conn.execute(_CLOSE_MANY, (ids, moments))]
-            record(conn, "closed", closed)
-            changes.closed += len(closed)
         opened: dict[tuple[int, str, str], int] = {}
         if opening:
             columns = [list(column) for column in zip(*opening, strict=True)]
@@ -700,18 +702,14 @@ def _replay(
     replayed: list[_Episode] = []
     episode = _Episode(current.opened, alert_id=current.alert_id) if current else None
     breach_start = before[1] if before is not None and episode is None and rule.breaches(before[0]) else None
-    for value, moment in stored:
-        if episode is not None:
-            if rule.clears(value):
-                episode.closed = moment
-                replayed.append(episode)
-                episode, breach_start = None, None
-        elif not rule.breaches(value):
-            breach_start = None
+    breach_start, changed, _ = _walk(rule, stored, breach_start, episode is not None)
+    for kind, moment, value in changed:
+        if kind == "close":
+            episode.closed = moment
+            replayed.append(episode)
+            episode = None
         else:
-            breach_start = breach_start or moment
-            if (moment - breach_start).total_seconds() >= rule.for_seconds:
-                episode = _Episode(moment, value=value)
+            episode = _Episode(moment, value=value)
     if episode is not None:
         replayed.append(episode)
     closes, new = [], []
@@ -748,22 +746,17 @@ def _close_and_record(
 ) -> None:
     """What judging series again found, in a few statements: the open alerts to close first, then the
     episodes no alert showed: those that ended recorded opened and closed, the others opened."""
-    if closes:
-        closed = [
-            row[0] for row in conn.execute(_CLOSE_MANY, ([i for i, _ in closes], [m for _, m in closes]))
-        ]
-        record(conn, "closed", closed)
-        changes.closed += len(closed)
+    _close(conn, closes, changes)
     ended = [(r, d, m, e.opened, e.closed, e.value) for r, d, m, e in episodes if e.closed is not None]
     if ended:
-        ids = [row[0] for row in conn.execute(_RECORD_CLOSED, [list(c) for c in zip(*ended, strict=True)])]
+        ids = _ids(conn.execute(_RECORD_CLOSED, [list(c) for c in zip(*ended, strict=True)]))
         record(conn, "opened", ids)
         record(conn, "closed", ids)
         changes.opened += len(ids)
         changes.closed += len(ids)
     running = [(r, d, m, e.opened, e.value) for r, d, m, e in episodes if e.closed is None]
     if running:
-        ids = [row[0] for row in conn.execute(_OPEN_MANY, [list(c) for c in zip(*running, strict=True)])]
+        ids = _ids(conn.execute(_OPEN_MANY, [list(c) for c in zip(*running, strict=True)]))
         record(conn, "opened", ids)
         changes.opened += len(ids)
 
