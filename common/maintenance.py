@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 
@@ -22,6 +24,7 @@ from .schema import DAY, ROLLUPS, UTC
 from .store import ROLLUP_LOCK
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAINTENANCE_LOCK = 0x10770003
 # Backfilling stops after this long; the next run goes on where it stopped.
@@ -109,23 +112,14 @@ def _has_legacy(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('reading_legacy') IS NOT NULL").fetchone()[0]
 
 
-def _check_no_data(conn: psycopg.Connection, now: datetime) -> alerts.Changes:
-    """The no-data alerts judged; a failure is logged and leaves the rest of the pass standing."""
+def _standing_alone(step: Callable[[], T], fallback: T, what: str) -> T:
+    """``step()``, whose failure is logged and leaves the rest of the pass standing (the next pass
+    tries again): ``fallback`` then."""
     try:
-        return alerts.check_no_data(conn, now)
+        return step()
     except psycopg.Error:
-        log.exception("no-data alerts could not be judged; the next pass tries again")
-        return alerts.Changes()
-
-
-def _catch_up(conn: psycopg.Connection) -> int:
-    """The readings whose batch's evaluation failed, judged; a failure is logged and leaves the rest of
-    the pass standing."""
-    try:
-        return alerts.catch_up(conn)
-    except psycopg.Error:
-        log.exception("alert evaluation could not catch up; the next pass tries again")
-        return 0
+        log.exception("%s failed; the next pass tries again", what)
+        return fallback
 
 
 def run(runtime: Runtime, now: datetime | None = None) -> dict:
@@ -170,9 +164,13 @@ def run(runtime: Runtime, now: datetime | None = None) -> dict:
                 log.info("dropped expired partitions: %s", ", ".join(dropped))
             result["readings_rolled_up"] = roll_up(conn, now)
             result["rollup_days_backfilled"] = backfill_rollups(conn)
-            no_data = _check_no_data(conn, now)
+            no_data = _standing_alone(
+                lambda: alerts.check_no_data(conn, now), alerts.Changes(), "judging the no-data alerts"
+            )
             result["no_data_alerts_opened"], result["no_data_alerts_closed"] = no_data.opened, no_data.closed
-            result["alert_readings_caught_up"] = _catch_up(conn)
+            result["alert_readings_caught_up"] = _standing_alone(
+                lambda: alerts.catch_up(conn), 0, "catching up on alert evaluation"
+            )
             delivery = notify.deliver_all(conn, settings)  # nothing when no destination is set
             result["notifications_sent"], result["notification_failures"] = delivery.sent, delivery.failed
             metrics.alert_notifications_failed(delivery.failed)
